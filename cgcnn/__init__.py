@@ -1,0 +1,17 @@
+"""CGCNN for lattice thermal conductivity: crystal graphs, network, checkpoints.
+
+A re-implementation of the crystal graph convolutional neural network of
+T. Xie and J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018), numerically
+compatible with the upstream code and its checkpoints, used by the transfer tool
+of T. Zhu et al., Energy Environ. Sci. 14, 3559 (2021).
+"""
+
+__version__ = "0.1.0"
+
+
+class InputError(Exception):
+    """A mistake in the user's input (file, folder or option).
+
+    The command-line tools print its message as one line and exit with status 2;
+    the message names the file and what is wrong with it.
+    """

@@ -1,0 +1,508 @@
+"""Crystal graphs from CIF files, numerically identical to upstream CGCNN.
+
+A data folder follows the CGCNN convention: ``id_prop.csv`` (no header,
+``cif_id,target``), one ``<cif_id>.cif`` per row and ``atom_init.json`` (keys are
+atomic numbers as strings, values equal-length feature lists).  For prediction,
+``id_prop.csv`` may hold ids only, or be absent (then every ``*.cif``, sorted by
+name, is used).
+
+Graph (Xie & Grossman, PRL 120, 145301 (2018), Eq. 1 and Supplementary):
+every site's neighbours within ``radius`` under periodic boundaries, sorted by
+distance with a *stable* sort, the nearest ``max_num_nbr`` kept; a site with fewer
+is padded with index 0 and distance ``radius + 1``.  Edge features are the
+Gaussian expansion ``exp(-(d - mu_k)^2 / step^2)``, ``mu_k = arange(dmin,
+radius + step, step)``.
+
+Rows keep their ``id_prop.csv`` order everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+
+from cgcnn import InputError
+
+__all__ = [
+    "GraphParams",
+    "GaussianDistance",
+    "Graph",
+    "load_atom_init",
+    "read_id_prop",
+    "read_structure",
+    "build_graph",
+    "CIFData",
+    "collate_pool",
+]
+
+
+@dataclass(frozen=True)
+class GraphParams:
+    """Parameters of the crystal graph (upstream defaults).
+
+    Parameters
+    ----------
+    radius : float
+        Neighbour cut-off radius in Å (8).
+    max_num_nbr : int
+        Neighbours kept per site, M (12).
+    dmin : float
+        First Gaussian centre in Å (0).
+    step : float
+        Spacing and width of the Gaussians in Å (0.2).
+    """
+
+    radius: float = 8.0
+    max_num_nbr: int = 12
+    dmin: float = 0.0
+    step: float = 0.2
+
+    @property
+    def nbr_fea_len(self) -> int:
+        """Number of Gaussian edge features (41 for the defaults)."""
+        return len(GaussianDistance(self.dmin, self.radius, self.step).filter)
+
+    def as_dict(self) -> dict:
+        """The parameters as a plain dict (stored in checkpoints)."""
+        return {k: (float(v) if isinstance(v, float) else int(v)) for k, v in asdict(self).items()}
+
+
+class GaussianDistance:
+    """Expand distances in a basis of Gaussians (upstream ``GaussianDistance``).
+
+    ``exp(-(d - mu_k)^2 / var^2)`` with ``mu_k = np.arange(dmin, dmax + step, step)``
+    and ``var = step`` unless given.
+
+    Raises
+    ------
+    ValueError
+        If ``dmin >= dmax`` or ``dmax - dmin <= step``.
+    """
+
+    def __init__(self, dmin: float, dmax: float, step: float, var: float | None = None):
+        if not (dmin < dmax and dmax - dmin > step):
+            raise ValueError(f"bad Gaussian basis: dmin {dmin}, dmax {dmax}, step {step}")
+        self.filter = np.arange(dmin, dmax + step, step)
+        self.var = step if var is None else var
+
+    def expand(self, distances: np.ndarray) -> np.ndarray:
+        """Distances of any shape ``(...)`` in Å to features of shape ``(..., K)``."""
+        return np.exp(-((distances[..., np.newaxis] - self.filter) ** 2) / self.var**2)
+
+
+def load_atom_init(path: str | os.PathLike) -> dict[int, np.ndarray]:
+    """Read an ``atom_init.json`` table.
+
+    Returns
+    -------
+    dict
+        Atomic number to feature vector (float32 ndarray of shape (orig_atom_fea_len,)).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, not JSON, not a mapping of atomic numbers to lists,
+        or its vectors differ in length.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: atom_init.json not found")
+    try:
+        raw = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise InputError(f"{path}: expected a JSON object of atomic number -> feature list")
+    table: dict[int, np.ndarray] = {}
+    length = None
+    for key, value in raw.items():
+        try:
+            z = int(key)
+            vec = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: entry {key!r} is not atomic number -> list of numbers") from None
+        if vec.ndim != 1:
+            raise InputError(f"{path}: entry {key!r} is not a flat list of numbers")
+        if length is None:
+            length = len(vec)
+        elif len(vec) != length:
+            raise InputError(
+                f"{path}: feature vectors differ in length ({length} for the first, {len(vec)} for {key!r})"
+            )
+        table[z] = vec
+    return table
+
+
+def atom_init_digest(table: dict[int, np.ndarray]) -> str:
+    """SHA-256 of an atom feature table, independent of JSON formatting."""
+    h = hashlib.sha256()
+    for z in sorted(table):
+        h.update(str(z).encode())
+        h.update(np.asarray(table[z], dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+_HEADER_WORDS = {"id", "cif_id", "cif", "material_id", "name", "structure", "formula"}
+
+
+def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | None]:
+    """Read the ids (and targets) of a CGCNN data folder, in file order.
+
+    Accepts blank lines, Windows line endings, surrounding spaces, a header row
+    (first row whose target is not a number and whose id has no CIF), and
+    ``id_prop.csv`` with ids only.  Without ``id_prop.csv`` every ``*.cif`` of the
+    folder, sorted by name, is used, with no targets.
+
+    Returns
+    -------
+    ids : list of str
+    targets : ndarray of shape (n,) or None
+        None when the folder has no targets.
+
+    Raises
+    ------
+    InputError
+        Missing or empty folder, a row without its CIF, duplicate ids, a target that is
+        not a finite number, rows with and without targets mixed.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"{folder}: data folder not found")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    id_prop = folder / "id_prop.csv"
+    if not id_prop.exists():
+        ids = sorted(p.stem for p in folder.glob("*.cif"))
+        if not ids:
+            raise InputError(f"{folder}: no id_prop.csv and no .cif files")
+        return ids, None
+    try:
+        text = id_prop.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{id_prop}: not a text file") from None
+    rows = [
+        (lineno, [c.strip() for c in row])
+        for lineno, row in enumerate(csv.reader(text.splitlines()), start=1)
+        if row and any(c.strip() for c in row)
+    ]
+    if not rows:
+        raise InputError(f"{id_prop}: no rows")
+    # A header row: first row whose id has no CIF and whose second column is no number.
+    _, first = rows[0]
+    if not (folder / f"{first[0]}.cif").exists():
+        second = first[1] if len(first) > 1 else ""
+        try:
+            float(second)
+            numeric = True
+        except ValueError:
+            numeric = False
+        if (second and not numeric) or first[0].lower() in _HEADER_WORDS:
+            rows = rows[1:]
+            if not rows:
+                raise InputError(f"{id_prop}: only a header row")
+    ids: list[str] = []
+    targets: list[float] = []
+    seen: dict[str, int] = {}
+    with_target = None
+    for lineno, row in rows:
+        cif_id = row[0]
+        if not cif_id:
+            raise InputError(f"{id_prop}, line {lineno}: empty cif_id")
+        if cif_id in seen:
+            raise InputError(f"{id_prop}, line {lineno}: duplicate cif_id {cif_id!r} (first on line {seen[cif_id]})")
+        seen[cif_id] = lineno
+        has_target = len(row) > 1 and row[1] != ""
+        if with_target is None:
+            with_target = has_target
+        elif has_target != with_target:
+            raise InputError(f"{id_prop}, line {lineno}: some rows have a target and some do not")
+        if has_target:
+            try:
+                value = float(row[1])
+            except ValueError:
+                raise InputError(f"{id_prop}, line {lineno}: target {row[1]!r} is not a number") from None
+            if not math.isfinite(value):
+                raise InputError(f"{id_prop}, line {lineno}: target {row[1]!r} is not finite")
+            targets.append(value)
+        if not (folder / f"{cif_id}.cif").is_file():
+            raise InputError(f"{id_prop}, line {lineno}: {cif_id}.cif not found in {folder}")
+        ids.append(cif_id)
+    return ids, (np.asarray(targets, dtype=np.float64) if with_target else None)
+
+
+def read_structure(path: str | os.PathLike) -> Structure:
+    """Parse a CIF file with pymatgen into an ordered ``Structure``.
+
+    Raises
+    ------
+    InputError
+        If the file is empty or unparsable, holds no sites, or has partial occupancies.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            structure = Structure.from_file(str(path))
+    except InputError:
+        raise
+    except Exception as exc:  # pymatgen raises many types for bad CIFs
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot parse crystal structure ({msg})") from None
+    if len(structure) == 0:
+        raise InputError(f"{path}: no atomic sites")
+    if not structure.is_ordered:
+        raise InputError(f"{path}: partial occupancies are not supported (CGCNN needs an ordered structure)")
+    return structure
+
+
+@dataclass
+class Graph:
+    """A crystal graph in compact form (before the Gaussian expansion).
+
+    Attributes
+    ----------
+    numbers : ndarray of shape (N,)
+        Atomic numbers of the N sites.
+    nbr_dist : ndarray of shape (N, M)
+        Distances in Å to the M nearest neighbours (radius + 1 where padded).
+    nbr_fea_idx : ndarray of shape (N, M)
+        Site indices of those neighbours (0 where padded).
+    """
+
+    numbers: np.ndarray
+    nbr_dist: np.ndarray
+    nbr_fea_idx: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.numbers.nbytes + self.nbr_dist.nbytes + self.nbr_fea_idx.nbytes
+
+
+def build_graph(structure: Structure, params: GraphParams = GraphParams(), name: str = "") -> Graph:
+    """Neighbour lists of a crystal, as upstream CGCNN builds them.
+
+    Neighbours come from pymatgen's vectorised ``Structure.get_neighbor_list``; per
+    centre a stable sort by distance keeps the first ``max_num_nbr``, which reproduces
+    upstream's ``get_all_neighbors`` + ``sorted`` including the order among ties.
+
+    Warns (``UserWarning``, naming ``name``) when a site has fewer than ``max_num_nbr``
+    neighbours within the radius; such rows are padded with index 0, distance radius + 1.
+    """
+    n = len(structure)
+    m = params.max_num_nbr
+    centers, points, _, dists = structure.get_neighbor_list(r=params.radius)
+    order = np.lexsort((dists, centers))  # stable: ties keep get_neighbor_list order
+    centers, points, dists = centers[order], points[order], dists[order]
+    counts = np.bincount(centers, minlength=n)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.arange(len(centers)) - starts[centers]
+    keep = rank < m
+    nbr_idx = np.zeros((n, m), dtype=np.int64)
+    nbr_dist = np.full((n, m), params.radius + 1.0, dtype=np.float64)
+    nbr_idx[centers[keep], rank[keep]] = points[keep]
+    nbr_dist[centers[keep], rank[keep]] = dists[keep]
+    if (counts < m).any():
+        warnings.warn(
+            f"{name or structure.composition.reduced_formula}: {int((counts < m).sum())} site(s) have fewer than "
+            f"{m} neighbours within {params.radius} Å; padded as upstream CGCNN (consider a larger radius)",
+            stacklevel=2,
+        )
+    numbers = np.array([site.specie.Z for site in structure], dtype=np.int64)
+    return Graph(numbers, nbr_dist, nbr_idx)
+
+
+class _GraphCache:
+    """Graphs of one run, bounded in bytes, least recently used dropped first."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._data: OrderedDict[int, Graph] = OrderedDict()
+
+    def get(self, key: int) -> Graph | None:
+        graph = self._data.get(key)
+        if graph is not None:
+            self._data.move_to_end(key)
+        return graph
+
+    def put(self, key: int, graph: Graph) -> None:
+        if graph.nbytes > self.max_bytes:
+            return
+        self._data[key] = graph
+        self.bytes += graph.nbytes
+        while self.bytes > self.max_bytes:
+            _, old = self._data.popitem(last=False)
+            self.bytes -= old.nbytes
+
+
+class CIFData(torch.utils.data.Dataset):
+    """A CGCNN data folder as a dataset of crystal graphs.
+
+    ``dataset[i]`` is ``((atom_fea, nbr_fea, nbr_fea_idx), target, cif_id)`` with
+    N sites and M = ``max_num_nbr``:
+
+    - atom_fea: torch.Tensor shape (N, orig_atom_fea_len), float32
+    - nbr_fea: torch.Tensor shape (N, M, nbr_fea_len), float32
+    - nbr_fea_idx: torch.LongTensor shape (N, M)
+    - target: torch.Tensor shape (1,), float32 (NaN when the folder has no targets)
+
+    Graphs are built once per run and kept in compact form (about 200 bytes per
+    site) in a cache bounded by ``cache_bytes``; with ``cache_dir`` they are also
+    stored on disk, keyed by the CIF's content and the graph parameters.
+
+    Parameters
+    ----------
+    root : path
+        The data folder.
+    params : GraphParams
+        Radius, neighbours and Gaussian basis.
+    atom_init : path, optional
+        ``atom_init.json`` to use instead of ``root/atom_init.json``.
+    cache_dir : path, optional
+        Folder for graphs cached across runs.
+    cache_bytes : int
+        Bound on the in-memory graph cache (default 512 MiB).
+
+    Raises
+    ------
+    InputError
+        For the folder and ``atom_init.json`` faults of :func:`read_id_prop` and
+        :func:`load_atom_init`; on access, for a bad CIF or an element missing from
+        ``atom_init.json``.
+
+    References
+    ----------
+    T. Xie, J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018); upstream ``CIFData``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        params: GraphParams = GraphParams(),
+        atom_init: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        cache_bytes: int = 512 * 2**20,
+    ):
+        self.root = Path(root)
+        self.params = params
+        self.ids, self.targets = read_id_prop(self.root)
+        self.atom_init_path = Path(atom_init) if atom_init is not None else self.root / "atom_init.json"
+        self.atom_init = load_atom_init(self.atom_init_path)
+        self.orig_atom_fea_len = len(next(iter(self.atom_init.values())))
+        zmax = max(self.atom_init)
+        self._atom_table = np.full((zmax + 1, self.orig_atom_fea_len), np.nan, dtype=np.float32)
+        for z, vec in self.atom_init.items():
+            if z >= 0:
+                self._atom_table[z] = vec
+        self.gdf = GaussianDistance(params.dmin, params.radius, params.step)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._cache = _GraphCache(cache_bytes)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def has_targets(self) -> bool:
+        return self.targets is not None
+
+    def cif_path(self, idx: int) -> Path:
+        return self.root / f"{self.ids[idx]}.cif"
+
+    def _disk_key(self, path: Path) -> str:
+        h = hashlib.sha256(path.read_bytes())
+        h.update(json.dumps(self.params.as_dict(), sort_keys=True).encode())
+        return h.hexdigest()
+
+    def graph(self, idx: int) -> Graph:
+        """The compact graph of row ``idx`` (built, or taken from a cache)."""
+        graph = self._cache.get(idx)
+        if graph is not None:
+            return graph
+        path = self.cif_path(idx)
+        disk = None
+        if self.cache_dir is not None:
+            disk = self.cache_dir / f"{self._disk_key(path)}.npz"
+            if disk.is_file():
+                try:
+                    with np.load(disk) as z:
+                        graph = Graph(z["numbers"], z["nbr_dist"], z["nbr_fea_idx"])
+                except Exception:
+                    graph = None
+        if graph is None:
+            structure = read_structure(path)
+            graph = build_graph(structure, self.params, name=self.ids[idx])
+            if disk is not None:
+                disk.parent.mkdir(parents=True, exist_ok=True)
+                tmp = disk.with_name(f".{disk.stem}.{os.getpid()}.tmp.npz")
+                np.savez(tmp, numbers=graph.numbers, nbr_dist=graph.nbr_dist, nbr_fea_idx=graph.nbr_fea_idx)
+                os.replace(tmp, disk)
+        self._check_elements(idx, graph.numbers)
+        self._cache.put(idx, graph)
+        return graph
+
+    def _check_elements(self, idx: int, numbers: np.ndarray) -> None:
+        bad = numbers >= len(self._atom_table)
+        if not bad.any():
+            bad = np.isnan(self._atom_table[numbers, 0])
+        if bad.any():
+            from pymatgen.core.periodic_table import Element
+
+            missing = sorted({Element.from_Z(int(z)).symbol for z in numbers[bad]})
+            raise InputError(
+                f"{self.cif_path(idx)}: element(s) {', '.join(missing)} not in {self.atom_init_path}"
+            )
+
+    def __getitem__(self, idx: int):
+        graph = self.graph(idx)
+        atom_fea = torch.from_numpy(self._atom_table[graph.numbers])
+        nbr_fea = torch.from_numpy(self.gdf.expand(graph.nbr_dist).astype(np.float32))
+        nbr_fea_idx = torch.from_numpy(graph.nbr_fea_idx)
+        target = float(self.targets[idx]) if self.targets is not None else float("nan")
+        return (atom_fea, nbr_fea, nbr_fea_idx), torch.tensor([target], dtype=torch.float32), self.ids[idx]
+
+
+def collate_pool(dataset_list: Sequence):
+    """Collate crystals into one batch (upstream ``collate_pool``).
+
+    Parameters
+    ----------
+    dataset_list : list of ``((atom_fea, nbr_fea, nbr_fea_idx), target, cif_id)``
+
+    Returns
+    -------
+    (batch_atom_fea, batch_nbr_fea, batch_nbr_fea_idx, crystal_atom_idx), batch_target, batch_cif_ids
+        batch_atom_fea: shape (N, orig_atom_fea_len) with N the total sites of the batch;
+        batch_nbr_fea: shape (N, M, nbr_fea_len); batch_nbr_fea_idx: shape (N, M), offset
+        per crystal; crystal_atom_idx: list of B LongTensors mapping crystals to sites;
+        batch_target: shape (B, 1); batch_cif_ids: list of B ids.
+    """
+    atom_feas, nbr_feas, nbr_idxs, crystal_atom_idx, targets, cif_ids = [], [], [], [], [], []
+    base = 0
+    for (atom_fea, nbr_fea, nbr_fea_idx), target, cif_id in dataset_list:
+        n = atom_fea.shape[0]
+        atom_feas.append(atom_fea)
+        nbr_feas.append(nbr_fea)
+        nbr_idxs.append(nbr_fea_idx + base)
+        crystal_atom_idx.append(torch.arange(base, base + n, dtype=torch.long))
+        targets.append(target)
+        cif_ids.append(cif_id)
+        base += n
+    return (
+        (torch.cat(atom_feas, 0), torch.cat(nbr_feas, 0), torch.cat(nbr_idxs, 0), crystal_atom_idx),
+        torch.stack(targets, 0),
+        cif_ids,
+    )
