@@ -1,0 +1,111 @@
+"""Build the AFLOW-AGL training folder and train the bundled source model.
+
+    python models/train_source.py                      # build + train + export models/source.pth.tar
+    python models/train_source.py --build-only         # only write the CGCNN folder
+
+The training set is ``../shared/data/aflow_agl_300K`` (3,330 AFLOW structures with
+AGL κ at 300 K; C. Toher et al., PRB 90, 174107 (2014)).  The folder written to
+``--work`` holds ``id_prop.csv`` (``cif_id, log10 κ`` in W m⁻¹ K⁻¹, or another
+AEL-AGL property with ``--property``), symbolic links to the CIFs, and the project's
+``cgcnn/atom_init.json``.  Training runs ``python -m cgcnn.train`` with the
+hyper-parameters of the model card (models/README.md) and a fixed seed; the best
+model by validation MAE is exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cgcnn import InputError  # noqa: E402
+from cgcnn.cli import run_main  # noqa: E402
+from cgcnn import train as cgcnn_train  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "aflow_agl_300K"
+
+# property -> (column of kappa.csv, target name, unit)
+PROPERTIES = {
+    "kappa": ("kappa_300K_W_mK", "log10 kappa_L", "W m-1 K-1"),
+    "shear": ("shear_modulus_vrh_GPa", "log10 G_VRH", "GPa"),
+    "bulk": ("bulk_modulus_vrh_GPa", "log10 K_VRH", "GPa"),
+    "debye": ("debye_temperature_K", "log10 theta_D", "K"),
+}
+
+# The bundled model's hyper-parameters (see models/README.md for how they were chosen).
+TRAIN_OPTIONS = ["--n-conv", "4", "--h-fea-len", "16", "--atom-fea-len", "64", "--optim", "Adam",
+                 "--lr", "0.01", "--epochs", "200", "--lr-milestones", "100", "-b", "200", "--seed", "0",
+                 "--print-freq", "10"]
+
+
+def build_folder(source: Path, work: Path, prop: str = "kappa") -> Path:
+    """Write the CGCNN folder for ``prop`` (log10 of the column) and return it.
+
+    Raises
+    ------
+    InputError
+        If ``source`` lacks ``kappa.csv`` or a CIF.
+    """
+    table = source / "kappa.csv"
+    if not table.is_file():
+        raise InputError(f"{table}: not found (the AFLOW-AGL set lives in ../shared/data/aflow_agl_300K)")
+    column = PROPERTIES[prop][0]
+    df = pd.read_csv(table)
+    work.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for cif_id, value in zip(df["id"], df[column]):
+        src = source / "cif" / f"{cif_id}.cif"
+        if not src.is_file():
+            raise InputError(f"{src}: not found")
+        if not (value > 0 and math.isfinite(value)):
+            continue
+        dst = work / f"{cif_id}.cif"
+        if not dst.exists():
+            try:
+                os.symlink(os.path.relpath(src, work), dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        lines.append(f"{cif_id},{math.log10(value):.6f}\n")
+    (work / "id_prop.csv").write_text("".join(lines))
+    shutil.copyfile(ROOT / "cgcnn" / "atom_init.json", work / "atom_init.json")
+    return work
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--source", default=str(SHARED), help="the AFLOW-AGL folder (kappa.csv, cif/)")
+    p.add_argument("--property", default="kappa", choices=sorted(PROPERTIES))
+    p.add_argument("--work", default=str(ROOT / "runs"), help="folder for the training folder and run outputs")
+    p.add_argument("--build-only", action="store_true")
+    p.add_argument("--export", default=str(ROOT / "models" / "source.pth.tar"),
+                   help="where to copy the best model ('' to skip)")
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="options after -- go to cgcnn.train, overriding the card's")
+    args = p.parse_args(argv)
+    work = Path(args.work)
+    data = build_folder(Path(args.source), work / f"aflow_agl_300K_{args.property}", args.property)
+    print(f"training folder: {data}", file=sys.stderr)
+    if args.build_only:
+        return 0
+    out = work / f"train_{args.property}"
+    out.mkdir(parents=True, exist_ok=True)
+    _, name, unit = PROPERTIES[args.property]
+    extra = [a for a in args.extra if a != "--"]
+    opts = [str(data), *TRAIN_OPTIONS, "--out-dir", str(out), "--cache-dir", str(work / "graph_cache"),
+            "--target-name", name, "--target-transform", "log10", "--target-unit", unit, *extra]
+    code = cgcnn_train.main(opts)
+    if code == 0 and args.export:
+        shutil.copyfile(out / "model_best.pth.tar", args.export)
+        print(f"exported {out / 'model_best.pth.tar'} to {args.export}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
