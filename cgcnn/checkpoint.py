@@ -262,7 +262,13 @@ class SourceModel:
 
     def dataset(self, root, atom_init=None, cache_dir=None) -> CIFData:
         """A :class:`CIFData` over ``root`` with this model's graph parameters, checked
-        against the model (see :meth:`check_data`)."""
+        against the model (see :meth:`check_data`).
+
+        Atom features come from ``atom_init`` when given, else ``root/atom_init.json``,
+        else the table stored in the checkpoint (nothing is written into ``root``).
+        """
+        if atom_init is None and self.atom_init is not None and not (Path(root) / "atom_init.json").exists():
+            atom_init = self.atom_init
         data = CIFData(root, params=self.params, atom_init=atom_init, cache_dir=cache_dir)
         self.check_data(data)
         return data
@@ -283,11 +289,11 @@ class SourceModel:
             raise InputError(
                 f"{self.path}: checkpoint expects {want_edge} edge features (radius {self.params.radius:g} Å, "
                 f"step {self.params.step:g}) and {want_atom} atom features; the data gives {have_edge} and "
-                f"{data.orig_atom_fea_len} ({data.atom_init_path})"
+                f"{data.orig_atom_fea_len} ({data.atom_init_source})"
             )
         if self.atom_init is not None and atom_init_digest(self.atom_init) != atom_init_digest(data.atom_init):
             raise InputError(
-                f"{data.atom_init_path}: differs from the atom feature table {self.path} was trained with "
+                f"{data.atom_init_source}: differs from the atom feature table {self.path} was trained with "
                 "(use the model's atom_init.json)"
             )
 

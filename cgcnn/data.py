@@ -145,6 +145,20 @@ def load_atom_init(path: str | os.PathLike) -> dict[int, np.ndarray]:
     return table
 
 
+def _atom_table_from_dict(raw: dict) -> dict[int, np.ndarray]:
+    """An atom feature table given in code (e.g. stored in a checkpoint), checked as
+    :func:`load_atom_init` checks a file."""
+    if not raw:
+        raise InputError("atom feature table is empty")
+    try:
+        table = {int(z): np.asarray(v, dtype=np.float32) for z, v in raw.items()}
+    except (TypeError, ValueError):
+        raise InputError("atom feature table: not atomic number -> list of numbers") from None
+    if len({v.shape for v in table.values()}) != 1 or next(iter(table.values())).ndim != 1:
+        raise InputError("atom feature table: vectors are not flat lists of equal length")
+    return table
+
+
 def atom_init_digest(table: dict[int, np.ndarray]) -> str:
     """SHA-256 of an atom feature table, independent of JSON formatting."""
     h = hashlib.sha256()
@@ -370,8 +384,9 @@ class CIFData(torch.utils.data.Dataset):
         The data folder.
     params : GraphParams
         Radius, neighbours and Gaussian basis.
-    atom_init : path, optional
-        ``atom_init.json`` to use instead of ``root/atom_init.json``.
+    atom_init : path or dict, optional
+        ``atom_init.json`` to use instead of ``root/atom_init.json``, or the table
+        itself (atomic number to feature list, e.g. the one a checkpoint stores).
     cache_dir : path, optional
         Folder for graphs cached across runs.
     cache_bytes : int
@@ -393,15 +408,19 @@ class CIFData(torch.utils.data.Dataset):
         self,
         root: str | os.PathLike,
         params: GraphParams = GraphParams(),
-        atom_init: str | os.PathLike | None = None,
+        atom_init: str | os.PathLike | dict | None = None,
         cache_dir: str | os.PathLike | None = None,
         cache_bytes: int = 512 * 2**20,
     ):
         self.root = Path(root)
         self.params = params
         self.ids, self.targets = read_id_prop(self.root)
-        self.atom_init_path = Path(atom_init) if atom_init is not None else self.root / "atom_init.json"
-        self.atom_init = load_atom_init(self.atom_init_path)
+        if isinstance(atom_init, dict):
+            self.atom_init_path = None
+            self.atom_init = _atom_table_from_dict(atom_init)
+        else:
+            self.atom_init_path = Path(atom_init) if atom_init is not None else self.root / "atom_init.json"
+            self.atom_init = load_atom_init(self.atom_init_path)
         self.orig_atom_fea_len = len(next(iter(self.atom_init.values())))
         zmax = max(self.atom_init)
         self._atom_table = np.full((zmax + 1, self.orig_atom_fea_len), np.nan, dtype=np.float32)
@@ -414,6 +433,11 @@ class CIFData(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def atom_init_source(self) -> str:
+        """Where the atom features come from, for messages."""
+        return str(self.atom_init_path) if self.atom_init_path is not None else "the given atom feature table"
 
     @property
     def has_targets(self) -> bool:
@@ -463,7 +487,7 @@ class CIFData(torch.utils.data.Dataset):
 
             missing = sorted({Element.from_Z(int(z)).symbol for z in numbers[bad]})
             raise InputError(
-                f"{self.cif_path(idx)}: element(s) {', '.join(missing)} not in {self.atom_init_path}"
+                f"{self.cif_path(idx)}: element(s) {', '.join(missing)} not in {self.atom_init_source}"
             )
 
     def __getitem__(self, idx: int):

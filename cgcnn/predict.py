@@ -1,0 +1,126 @@
+"""Predict with a trained CGCNN (upstream ``predict.py``).
+
+    python -m cgcnn.predict MODELPATH CIFPATH [--out test_results.csv]
+
+CIFPATH is a CGCNN data folder (``id_prop.csv``, with or without targets, or
+none at all; one ``<cif_id>.cif`` per crystal; ``atom_init.json``).  The output
+CSV has the header ``cif_id,target,prediction``, one row per crystal in
+``id_prop.csv`` order (upstream shuffled them); ``target`` is empty where the
+folder has none, and for a classification model ``prediction`` is the
+probability of class 1.  When targets exist the mean absolute error is printed.
+
+Reference: T. Xie, J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cgcnn.checkpoint import SourceModel, save_atomic
+from cgcnn.cli import run_main
+
+__all__ = ["predict", "main"]
+
+
+def predict(
+    model_path: str | os.PathLike,
+    cif_path: str | os.PathLike,
+    atom_init: str | os.PathLike | None = None,
+    batch_size: int = 256,
+    workers: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Predictions of a CGCNN checkpoint for every crystal of a data folder.
+
+    Parameters
+    ----------
+    model_path : path
+        A CGCNN checkpoint (upstream or this project's).
+    cif_path : path
+        The data folder.
+    atom_init : path, optional
+        ``atom_init.json`` to use.  By default ``cif_path/atom_init.json``; when the
+        folder has none and the checkpoint stores its own table, that table (nothing
+        is written into the folder).
+    batch_size, workers : int
+        Crystals per batch; data-loading processes.
+    cache_dir : path, optional
+        Folder for crystal graphs cached across runs.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``cif_id``, ``target`` (NaN where unknown) and ``prediction``
+        (de-normalized; probability of class 1 for classification), in
+        ``id_prop.csv`` order.
+
+    Raises
+    ------
+    InputError
+        A missing or unusable checkpoint or data folder, or data that do not fit the model.
+    """
+    model = SourceModel.load(model_path)
+    data = model.dataset(cif_path, atom_init=atom_init, cache_dir=cache_dir)
+    _, prediction = model.run(data, batch_size=batch_size, workers=workers, progress=progress)
+    target = data.targets if data.has_targets else np.full(len(data), np.nan)
+    return pd.DataFrame({"cif_id": data.ids, "target": target, "prediction": prediction})
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    def saver(obj, f):
+        f.write(obj.to_csv(index=False, na_rep="").encode())
+
+    save_atomic(frame, path, saver=saver)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cgcnn.predict",
+        description="Predict crystal properties with a trained CGCNN (Xie & Grossman, PRL 120, 145301, 2018).",
+    )
+    parser.add_argument("modelpath", help="path to the trained model checkpoint")
+    parser.add_argument("cifpath", help="data folder: id_prop.csv (optional), CIF files, atom_init.json")
+    parser.add_argument("-b", "--batch-size", default=256, type=int, metavar="N", help="mini-batch size (default: 256)")
+    parser.add_argument("-j", "--workers", default=0, type=int, metavar="N", help="data loading workers (default: 0)")
+    parser.add_argument("--disable-cuda", action="store_true", help="accepted for compatibility; always runs on the CPU")
+    parser.add_argument(
+        "-p", "--print-freq", default=10, type=int, metavar="N",
+        help="accepted for compatibility; progress is shown as a bar",
+    )
+    parser.add_argument("--out", default="test_results.csv", help="output CSV (default: test_results.csv)")
+    parser.add_argument(
+        "--atom-init", default=None, metavar="PATH",
+        help="atom_init.json (default: CIFPATH/atom_init.json, else the table stored in the checkpoint)",
+    )
+    parser.add_argument("--cache-dir", default=None, metavar="DIR", help="folder for crystal graphs cached across runs")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.workers < 0:
+        parser.error("--workers must not be negative")
+
+    frame = predict(
+        args.modelpath, args.cifpath, atom_init=args.atom_init, batch_size=args.batch_size,
+        workers=args.workers, cache_dir=args.cache_dir,
+    )
+    out = Path(args.out)
+    _write_csv(frame, out)
+    known = frame["target"].notna()
+    if known.any():
+        mae = float(np.mean(np.abs(frame.loc[known, "prediction"] - frame.loc[known, "target"])))
+        print(f"MAE {mae:.4f} over {int(known.sum())} crystals")
+    print(f"{len(frame)} predictions written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
