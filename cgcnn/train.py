@@ -35,7 +35,7 @@ from cgcnn.cli import run_main
 from cgcnn.data import CIFData, GraphParams, collate_pool
 from cgcnn.model import CrystalGraphConvNet
 
-__all__ = ["split_indices", "train", "main"]
+__all__ = ["split_indices", "make_optimizer", "fit_network", "train", "main"]
 
 
 def split_indices(n: int, seed: int, train_ratio=None, val_ratio=0.1, test_ratio=0.1,
@@ -126,6 +126,134 @@ def _write_results(rows, path: Path) -> None:
     save_atomic(None, path, saver=saver)
 
 
+def _freeze(modules) -> None:
+    for module in modules:
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
+def make_optimizer(net: nn.Module, optim: str = "SGD", lr: float = 0.01, momentum: float = 0.9,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """An optimizer of the parameters of ``net`` that require gradients.
+
+    ``optim`` is ``"SGD"`` (with ``momentum``) or ``"Adam"``, as upstream ``main.py``.
+    """
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    if optim == "SGD":
+        return torch.optim.SGD(trainable, lr, momentum=momentum, weight_decay=weight_decay)
+    if optim == "Adam":
+        return torch.optim.Adam(trainable, lr, weight_decay=weight_decay)
+    raise InputError(f"unknown optimizer {optim!r}; choose SGD or Adam")
+
+
+def fit_network(net: CrystalGraphConvNet, dataset, train_idx, val_idx, normalizer: Normalizer, epochs: int,
+                lr: float = 0.01, optim: str = "SGD", batch_size: int = 256, patience: int = 0, frozen=(),
+                seed: int = 0, *, momentum: float = 0.9, weight_decay: float = 0.0, lr_milestones=(100,),
+                workers: int = 0, classification: bool = False, optimizer=None, start_epoch: int = 0,
+                best: float | None = None, on_epoch=None, print_freq: int = 0,
+                t0: float | None = None) -> CrystalGraphConvNet:
+    """Train ``net`` on rows ``train_idx`` of ``dataset``, choosing on the MAE of rows ``val_idx``.
+
+    The training loop of upstream CGCNN ``main.py`` (T. Xie, J. C. Grossman, PRL 120,
+    145301 (2018)): MSE on normalised targets (NLL for classification), ``MultiStepLR``
+    dropping the rate tenfold at ``lr_milestones``, shuffled batches drawn with a
+    generator seeded by ``seed``; with ``patience``, the early stop of ParAIsite
+    (L. Klochko et al., arXiv:2411.18259).
+
+    Parameters
+    ----------
+    net : CrystalGraphConvNet
+        Trained in place (e.g. a copy of a pretrained source network).
+    dataset : CIFData
+        Crystal graphs with targets.
+    train_idx, val_idx : ndarray of int
+        Rows to train on and to choose the best epoch on (the training rows when empty).
+    normalizer : Normalizer
+        Target normalizer (the loss is taken on normalised targets).
+    epochs : int
+        Last epoch (counted from 0, so ``epochs - start_epoch`` are run).
+    lr, optim, momentum, weight_decay
+        The optimizer of the trainable parameters, as :func:`make_optimizer`;
+        ignored when ``optimizer`` is given.
+    batch_size, workers : int
+        DataLoader settings.
+    patience : int
+        Stop after this many epochs without a better validation metric (0: never).
+    frozen : sequence of nn.Module
+        Modules whose parameters stay fixed and which stay in evaluation mode.
+    seed : int
+        Seed of the batch shuffling.
+    optimizer : torch.optim.Optimizer, optional
+        An optimizer already built (e.g. with a resumed state).
+    start_epoch : int
+        First epoch (a resumed run).
+    best : float, optional
+        Best validation metric so far (a resumed run).
+    on_epoch : callable, optional
+        Called as ``on_epoch(epoch, net, optimizer, best, is_best)`` after each epoch,
+        e.g. to save checkpoints.
+    print_freq : int
+        Epochs between progress lines on stderr (0: none).
+    t0 : float, optional
+        ``time.time()`` the progress lines count from (default: the call).
+
+    Returns
+    -------
+    CrystalGraphConvNet
+        ``net``, holding the weights of its best validation epoch of this call (the
+        last weights when none improved on ``best``).
+
+    Raises
+    ------
+    InputError
+        If the validation error becomes NaN (training diverged).
+    """
+    t0 = time.time() if t0 is None else t0
+    _freeze(frozen)
+    if optimizer is None:
+        optimizer = make_optimizer(net, optim, lr, momentum, weight_decay)
+    if best is None:
+        best = -np.inf if classification else np.inf
+    criterion = nn.NLLLoss() if classification else nn.MSELoss()
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(lr_milestones), gamma=0.1,
+                                                     last_epoch=start_epoch - 1 if start_epoch else -1)
+    gen = torch.Generator().manual_seed(seed)
+    loader = lambda idx, shuffle: DataLoader(  # noqa: E731
+        Subset(dataset, idx), batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        collate_fn=collate_pool, generator=gen if shuffle else None)
+    train_loader, val_loader = loader(train_idx, True), loader(val_idx if len(val_idx) else train_idx, False)
+    metric_name = "accuracy" if classification else "MAE"
+    since_best = 0
+    best_state = None
+    for epoch in range(start_epoch, epochs):
+        tl, te, _ = _epoch(net, train_loader, normalizer, criterion, optimizer, classification, frozen=frozen)
+        vl, ve, _ = _epoch(net, val_loader, normalizer, criterion, None, classification)
+        if ve != ve:
+            raise InputError("validation error is NaN: training diverged (try a smaller --lr)")
+        scheduler.step()
+        is_best = ve > best if classification else ve < best
+        if is_best:
+            best, since_best = ve, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            since_best += 1
+        if on_epoch is not None:
+            on_epoch(epoch, net, optimizer, best, is_best)
+        if print_freq and ((epoch + 1) % print_freq == 0 or is_best or epoch + 1 == epochs):
+            print(f"epoch {epoch + 1:4d}/{epochs}  train loss {tl:.4f} {metric_name} {te:.4f}  "
+                  f"val loss {vl:.4f} {metric_name} {ve:.4f}{' *' if is_best else '  '}  {time.time() - t0:7.1f} s",
+                  file=sys.stderr, flush=True)
+        if patience and since_best >= patience:
+            if print_freq:
+                print(f"early stop: validation {metric_name} has not improved for {patience} epochs",
+                      file=sys.stderr)
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return net
+
+
 def train(args: argparse.Namespace) -> dict:
     """Train as upstream ``main.py`` with the options of :func:`build_parser`.
 
@@ -175,15 +303,10 @@ def train(args: argparse.Namespace) -> dict:
     if args.freeze_embedding:
         frozen.append(net.embedding)
     frozen.extend(net.convs[: args.freeze_convs])
-    for module in frozen:
-        for p in module.parameters():
-            p.requires_grad_(False)
+    _freeze(frozen)
+    optimizer = make_optimizer(net, args.optim, args.lr, args.momentum, args.weight_decay)
     trainable = [p for p in net.parameters() if p.requires_grad]
     criterion = nn.NLLLoss() if classification else nn.MSELoss()
-    if args.optim == "SGD":
-        optimizer = torch.optim.SGD(trainable, args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(trainable, args.lr, weight_decay=args.weight_decay)
 
     start_epoch = 0
     best = -np.inf if classification else np.inf
@@ -198,15 +321,9 @@ def train(args: argparse.Namespace) -> dict:
         start_epoch = int(ckpt["epoch"])
         best = float(ckpt["best_mae_error"])
         print(f"resumed from {args.resume} at epoch {start_epoch}", file=sys.stderr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_milestones, gamma=0.1,
-                                                     last_epoch=start_epoch - 1 if start_epoch else -1)
 
-    gen = torch.Generator().manual_seed(args.seed)
-    loader = lambda idx, shuffle: DataLoader(  # noqa: E731
-        Subset(dataset, idx), batch_size=args.batch_size, shuffle=shuffle, num_workers=args.workers,
-        collate_fn=collate_pool, generator=gen if shuffle else None)
-    train_loader, val_loader = loader(train_idx, True), loader(val_idx if len(val_idx) else train_idx, False)
-    test_loader = loader(test_idx, False) if len(test_idx) else None
+    test_loader = (DataLoader(Subset(dataset, test_idx), batch_size=args.batch_size, shuffle=False,
+                              num_workers=args.workers, collate_fn=collate_pool) if len(test_idx) else None)
     print(f"{len(dataset)} crystals: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test; "
           f"{sum(p.numel() for p in trainable)} trainable parameters", file=sys.stderr)
 
@@ -216,19 +333,10 @@ def train(args: argparse.Namespace) -> dict:
     target = {"name": args.target_name, "transform": args.target_transform, "unit": args.target_unit}
     atom_table = {str(z): v.tolist() for z, v in sorted(dataset.atom_init.items())}
     metric_name = "accuracy" if classification else "MAE"
-    since_best = 0
-    epoch = start_epoch
-    for epoch in range(start_epoch, args.epochs):
-        tl, te, _ = _epoch(net, train_loader, normalizer, criterion, optimizer, classification, frozen=frozen)
-        vl, ve, _ = _epoch(net, val_loader, normalizer, criterion, None, classification)
-        if ve != ve:
-            raise InputError("validation error is NaN: training diverged (try a smaller --lr)")
-        scheduler.step()
-        is_best = ve > best if classification else ve < best
-        if is_best:
-            best, since_best = ve, 0
-        else:
-            since_best += 1
+    last = {"epoch": start_epoch, "best": best}
+
+    def save(epoch, net, optimizer, best, is_best):
+        last.update(epoch=epoch, best=best)
         state = {
             "epoch": epoch + 1, "state_dict": net.state_dict(), "best_mae_error": float(best),
             "optimizer": optimizer.state_dict(), "normalizer": normalizer.state_dict(), "args": settings,
@@ -237,13 +345,13 @@ def train(args: argparse.Namespace) -> dict:
         save_atomic(state, out_dir / "checkpoint.pth.tar")
         if is_best:
             save_atomic(state, out_dir / "model_best.pth.tar")
-        if (epoch + 1) % max(args.print_freq, 1) == 0 or is_best or epoch + 1 == args.epochs:
-            print(f"epoch {epoch + 1:4d}/{args.epochs}  train loss {tl:.4f} {metric_name} {te:.4f}  "
-                  f"val loss {vl:.4f} {metric_name} {ve:.4f}{' *' if is_best else '  '}  {time.time() - t0:7.1f} s",
-                  file=sys.stderr, flush=True)
-        if args.patience and since_best >= args.patience:
-            print(f"early stop: validation {metric_name} has not improved for {args.patience} epochs", file=sys.stderr)
-            break
+
+    fit_network(net, dataset, train_idx, val_idx, normalizer, args.epochs, batch_size=args.batch_size,
+                patience=args.patience, seed=args.seed, optimizer=optimizer, lr_milestones=args.lr_milestones,
+                workers=args.workers, classification=classification, frozen=frozen, start_epoch=start_epoch,
+                best=best, on_epoch=save, print_freq=max(args.print_freq, 1), t0=t0)
+    best = last["best"]
+    epoch = last["epoch"]
 
     test_metric = None
     best_path = out_dir / "model_best.pth.tar"
