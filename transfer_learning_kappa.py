@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_csv(df: pd.DataFrame, path: str) -> None:
-    save_atomic(df, path, saver=lambda d, f: f.write(d.to_csv(index=False, float_format="%.6g").encode()))
+    save_atomic(df, path, saver=lambda d, f: f.write(d.to_csv(index=False, float_format="%.8g").encode()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 
 from cgcnn import InputError, __version__
 from cgcnn.checkpoint import SourceModel, save_atomic
-from cgcnn.data import CIFData, atom_init_digest
+from cgcnn.data import atom_init_digest
 
 __all__ = [
     "LAST_LAYER_TYPES",
