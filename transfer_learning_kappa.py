@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cgcnn import InputError
-from cgcnn.checkpoint import SourceModel, save_atomic
+from cgcnn.checkpoint import SourceModel, check_output, save_atomic
 from cgcnn.cli import run_main
 from cgcnn.transfer import (LAST_LAYER_TYPES, compute_features, fit_last_layer, load_last_layer,
                             save_last_layer)
@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.workers < 0:
+        raise InputError(f"--workers must not be negative, not {args.workers}")
+    # Fail before the long part, and write nothing until everything has succeeded,
+    # so that a mistake never costs an earlier result.
+    check_output(args.test_results)
+    check_output(args.last_layer if args.train == 1 else args.results)
     t0 = time.time()
     paths = [p for p in args.modelpath.split(",") if p]
     if not paths:
@@ -74,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
                              atom_init=args.atom_init, cache_dir=args.cache_dir, progress=not args.quiet)
     n = len(feats.ids)
     target = feats.targets if feats.targets is not None else np.full(n, np.nan)
-    _write_csv(pd.DataFrame({"cif_id": feats.ids, "target": target,
-                             "prediction": feats.source_prediction[:, 0]}), args.test_results)
+    source_results = pd.DataFrame({"cif_id": feats.ids, "target": target,
+                                   "prediction": feats.source_prediction[:, 0]})
 
     if args.train == 1:
         if feats.targets is None:
             raise InputError(f"{args.cifpath}: --train 1 needs targets in id_prop.csv (cif_id,log10 κ_L)")
         fit = fit_last_layer(feats.crys_fea, feats.targets, args.last_layer_type, args.seed, args.cv_folds)
+        _write_csv(source_results, args.test_results)
         save_last_layer(args.last_layer, fit, sources, args.last_layer_type, args.seed, n)
         print(f"fit the {args.last_layer_type} last layer on {n} crystals x {feats.crys_fea.shape[1]} crys_fea "
               f"values -> {args.last_layer}")
@@ -93,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         with np.errstate(all="ignore"):
             pred = record["estimator"].predict(feats.crys_fea)
         df = pd.DataFrame({"cif_id": feats.ids, "target": target, "prediction": pred, "kappa": 10.0 ** pred})
+        _write_csv(source_results, args.test_results)
         _write_csv(df, args.results)
         print(f"predicted log10 κ_L of {n} crystals -> {args.results} (kappa column in W m-1 K-1)")
         if feats.targets is not None:

@@ -14,4 +14,14 @@ class InputError(Exception):
 
     The command-line tools print its message as one line and exit with status 2;
     the message names the file and what is wrong with it.
+
+    Raised in a ``DataLoader`` worker process, it is re-raised in the main process
+    by torch with the worker's traceback in its message; only the original
+    message is kept.
     """
+
+    def __init__(self, *args):
+        if args and isinstance(args[0], str) and "Original Traceback" in args[0]:
+            last = args[0].strip().splitlines()[-1]
+            args = (last.split("InputError: ", 1)[-1], *args[1:])
+        super().__init__(*args)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from cgcnn import InputError
 from cgcnn.data import CIFData, GraphParams, atom_init_digest, collate_pool
 from cgcnn.model import CrystalGraphConvNet
 
-__all__ = ["Normalizer", "load_checkpoint", "save_atomic", "SourceModel", "file_sha256"]
+__all__ = ["Normalizer", "load_checkpoint", "check_output", "save_atomic", "SourceModel", "file_sha256"]
 
 KAPPA_TARGET = {"name": "log10 kappa_L", "transform": "log10", "unit": "W m-1 K-1"}
 
@@ -109,17 +107,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        if "Weights only load failed" in first or "Unsupported global" in str(exc):
+    except Exception as exc:  # torch.load raises many types on foreign or truncated bytes
+        text = str(exc)
+        if "Unsupported global" in text:
             raise InputError(
                 f"{path}: checkpoint holds objects other than tensors and plain data; refused (not loaded, "
                 "since unpickling could run arbitrary code)"
             ) from None
-        raise InputError(f"{path}: not a PyTorch checkpoint ({first or 'unpickling failed'})") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, TypeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: not a PyTorch checkpoint or truncated ({first})") from None
+        # torch wraps the unpickler's own complaint in a long "Weights only load failed" text
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
+        cause = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise InputError(f"{path}: not a PyTorch checkpoint, or a truncated one ({cause})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or (
         "embedding.weight" not in ckpt["state_dict"]
     ):
@@ -127,31 +125,54 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def save_atomic(obj, path: str | os.PathLike, saver=torch.save) -> None:
-    """Write ``obj`` with ``saver(obj, file)`` to a temporary file, then rename it to ``path``.
+def check_output(path: str | os.PathLike) -> Path:
+    """Check that a file can be written at ``path`` (before a long run, so it fails at once).
 
-    An interrupted or failed write leaves any earlier file at ``path`` intact.
+    Returns ``path`` as a :class:`~pathlib.Path`.
 
     Raises
     ------
     InputError
-        If the folder of ``path`` does not exist or is not writable.
+        If ``path`` is a folder, or its folder does not exist, is not a folder or is not writable.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
+    folder = path.parent
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name")
+    if not folder.exists():
         raise InputError(f"{path}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise InputError(f"{path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: folder {folder} is not writable")
+    return path
+
+
+def save_atomic(obj, path: str | os.PathLike, saver=torch.save) -> None:
+    """Write ``obj`` with ``saver(obj, file)`` to a temporary file, then rename it to ``path``.
+
+    An interrupted or failed write leaves any earlier file at ``path`` intact
+    (the temporary file is removed).
+
+    Raises
+    ------
+    InputError
+        The cases of :func:`check_output`, and a failed write (e.g. a full disk).
+    """
+    path = check_output(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             saver(obj, f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise
 
 

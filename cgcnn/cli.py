@@ -18,7 +18,7 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     try:
         return int(main(argv) or 0)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split("\n")), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; earlier output files are left as they were", file=sys.stderr)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import os
 import sys
 import time
 import warnings
@@ -38,12 +39,12 @@ import numpy as np
 import pandas as pd
 
 from cgcnn import InputError
-from cgcnn.checkpoint import SourceModel, save_atomic
+from cgcnn.checkpoint import SourceModel, check_output, save_atomic
 from cgcnn.cli import run_main
 from cgcnn.transfer import LAST_LAYER_TYPES, compute_features, make_last_layer
 
 __all__ = ["BASELINES", "Split", "make_splits", "metrics", "split_metrics", "summarize", "evaluate",
-           "best_method", "format_table", "parity_figure", "write_outputs", "main"]
+           "best_method", "format_table", "parity_figure", "check_out_dir", "write_outputs", "main"]
 
 BASELINES = ("constant", "source")
 METRICS = {  # column: heading in metrics.md
@@ -393,6 +394,24 @@ def parity_figure(table: pd.DataFrame, predictions: pd.DataFrame):
     return fig
 
 
+def check_out_dir(out_dir) -> Path:
+    """Check, without creating anything, that ``out_dir`` is or can be made a writable folder.
+
+    Raises :class:`InputError` naming the folder otherwise.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        return check_output(out / "metrics.md").parent
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{out}: cannot create the output folder ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: cannot create the output folder ({parent} is not writable)")
+    return out
+
+
 def write_outputs(table: pd.DataFrame, predictions: pd.DataFrame, out_dir) -> dict:
     """Write ``metrics.md``, ``predictions.csv`` and ``parity.png`` into ``out_dir`` (created), atomically.
 
@@ -440,13 +459,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1 or args.finetune_batch_size < 1:
-        raise InputError("batch sizes must be at least 1")
+    for option in ("batch_size", "finetune_batch_size"):
+        if getattr(args, option) < 1:
+            raise InputError(f"--{option.replace('_', '-')} must be at least 1, not {getattr(args, option)}")
+    if args.workers < 0:
+        raise InputError(f"--workers must not be negative, not {args.workers}")
     paths = [p for p in args.modelpath.split(",") if p]
     if not paths:
         raise InputError("MODELPATH names no model")
     last_layers = [k.strip() for k in args.last_layers.split(",") if k.strip()]
     sources = [SourceModel.load(p, require_regression=True) for p in paths]
+    check_out_dir(args.out_dir)  # fail before the long part, creating nothing
     table, predictions = evaluate(
         sources, args.cifpath, splits=args.splits, train_fraction=args.train_fraction, kfold=args.kfold,
         last_layers=last_layers, finetune=args.finetune, finetune_patience=args.finetune_patience,

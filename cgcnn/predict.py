@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cgcnn.checkpoint import SourceModel, save_atomic
+from cgcnn import InputError
+from cgcnn.checkpoint import SourceModel, check_output, save_atomic
 from cgcnn.cli import run_main
 
 __all__ = ["predict", "main"]
@@ -102,17 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         help="atom_init.json (default: CIFPATH/atom_init.json, else the table stored in the checkpoint)",
     )
     parser.add_argument("--cache-dir", default=None, metavar="DIR", help="folder for crystal graphs cached across runs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+        raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.workers < 0:
-        parser.error("--workers must not be negative")
+        raise InputError(f"--workers must not be negative, not {args.workers}")
+    out = check_output(args.out)  # before the long part
 
     frame = predict(
         args.modelpath, args.cifpath, atom_init=args.atom_init, batch_size=args.batch_size,
-        workers=args.workers, cache_dir=args.cache_dir,
+        workers=args.workers, cache_dir=args.cache_dir, progress=not args.quiet,
     )
-    out = Path(args.out)
     _write_csv(frame, out)
     known = frame["target"].notna()
     if known.any():

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from cgcnn import InputError
-from cgcnn.checkpoint import Normalizer, SourceModel, load_checkpoint, save_atomic
+from cgcnn.checkpoint import Normalizer, SourceModel, check_output, load_checkpoint, save_atomic
 from cgcnn.cli import run_main
 from cgcnn.data import CIFData, GraphParams, collate_pool
 from cgcnn.model import CrystalGraphConvNet
@@ -223,6 +223,25 @@ def fit_network(net: CrystalGraphConvNet, dataset, train_idx, val_idx, normalize
         collate_fn=collate_pool, generator=gen if shuffle else None)
     train_loader, val_loader = loader(train_idx, True), loader(val_idx if len(val_idx) else train_idx, False)
     metric_name = "accuracy" if classification else "MAE"
+    # With several threads the backward of the neighbour gather accumulates in a
+    # varying order; deterministic algorithms make the same seed give the same model.
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        best, best_state = _run_epochs(
+            net, train_loader, val_loader, normalizer, criterion, optimizer, scheduler, classification, frozen,
+            start_epoch, epochs, best, patience, on_epoch, print_freq, t0, metric_name)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return net
+
+
+def _run_epochs(net, train_loader, val_loader, normalizer, criterion, optimizer, scheduler, classification, frozen,
+                start_epoch, epochs, best, patience, on_epoch, print_freq, t0, metric_name):
+    """The epoch loop of :func:`fit_network`; returns the best metric and its weights."""
     since_best = 0
     best_state = None
     for epoch in range(start_epoch, epochs):
@@ -248,10 +267,7 @@ def fit_network(net: CrystalGraphConvNet, dataset, train_idx, val_idx, normalize
                 print(f"early stop: validation {metric_name} has not improved for {patience} epochs",
                       file=sys.stderr)
             break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    return net
+    return best, best_state
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -273,6 +289,7 @@ def train(args: argparse.Namespace) -> dict:
     out_dir = Path(args.out_dir)
     if not out_dir.is_dir():
         raise InputError(f"{out_dir}: output folder does not exist")
+    check_output(out_dir / "checkpoint.pth.tar")
     classification = args.task == "classification"
     pretrained = SourceModel.load(args.pretrained) if args.pretrained else None
     params = pretrained.params if pretrained else GraphParams(args.radius, args.max_num_nbr, 0.0, args.step)
@@ -418,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.epochs < 1:
         raise InputError(f"--epochs must be at least 1, not {args.epochs}")
+    if args.workers < 0:
+        raise InputError(f"--workers must not be negative, not {args.workers}")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     result = train(args)
     return 0 if result else 1

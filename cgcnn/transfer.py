@@ -242,8 +242,9 @@ def load_last_layer(path, sources: Sequence[SourceModel]) -> dict:
     try:
         record = joblib.load(path)
     except Exception as exc:  # joblib/pickle raise many types on bad files
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: not a readable last layer ({first})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        cause = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise InputError(f"{path}: not a readable last layer ({cause})") from None
     n_features = int(sum(s.crys_fea_len for s in sources))
     if not isinstance(record, dict):
         if not hasattr(record, "predict"):

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -87,8 +88,11 @@ def main(argv=None) -> int:
     p.add_argument("--build-only", action="store_true")
     p.add_argument("--export", default=str(ROOT / "models" / "source.pth.tar"),
                    help="where to copy the best model ('' to skip)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; 1 (the default) reproduces the bundled model bit for bit")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="options after -- go to cgcnn.train, overriding the card's")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     work = Path(args.work)
     data = build_folder(Path(args.source), work / f"aflow_agl_300K_{args.property}", args.property)
     print(f"training folder: {data}", file=sys.stderr)
