@@ -338,7 +338,8 @@ class SourceModel:
             data, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_pool
         )
         feas, preds = [], []
-        with tqdm(total=len(data), desc="crystal graphs", unit="crystal", disable=not progress, leave=False) as bar:
+        with tqdm(total=len(data), desc="crystal graphs", unit="crystal", disable=None if progress else True,
+                  leave=False) as bar:
             for (atom_fea, nbr_fea, nbr_fea_idx, crystal_atom_idx), _, _ in loader:
                 crys_fea = self.net.crystal_features(atom_fea, nbr_fea, nbr_fea_idx, crystal_atom_idx)
                 out = self.net.fc_out(crys_fea)

@@ -27,13 +27,15 @@ import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-from pymatgen.core import Structure
 
 from cgcnn import InputError
+
+if TYPE_CHECKING:  # pymatgen is imported only when a CIF is parsed (cached graphs need none)
+    from pymatgen.core import Structure
 
 __all__ = [
     "MAX_SITES",
@@ -292,6 +294,8 @@ def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Str
         If the file is empty or unparsable, holds no sites or more than ``max_sites``,
         or has partial occupancies.
     """
+    from pymatgen.core import Structure
+
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -336,6 +340,20 @@ class Graph:
     @property
     def nbytes(self) -> int:
         return self.numbers.nbytes + self.nbr_dist.nbytes + self.nbr_fea_idx.nbytes
+
+    def to_array(self) -> np.ndarray:
+        """One float64 array of shape (N, 1 + 2M): atomic number, M distances, M indices
+        (integers below 2**53 are exact in float64); one file read per cached graph."""
+        return np.hstack([self.numbers[:, None], self.nbr_dist, self.nbr_fea_idx]).astype(np.float64)
+
+    @classmethod
+    def from_array(cls, arr: np.ndarray) -> "Graph":
+        """Inverse of :meth:`to_array`.  Raises ``ValueError`` for an array of another shape."""
+        if arr.ndim != 2 or arr.shape[1] % 2 != 1 or arr.shape[1] < 3:
+            raise ValueError(f"not a cached graph: array of shape {arr.shape}")
+        m = (arr.shape[1] - 1) // 2
+        return cls(arr[:, 0].astype(np.int64), np.ascontiguousarray(arr[:, 1:1 + m]),
+                   arr[:, 1 + m:].astype(np.int64))
 
 
 def build_graph(structure: Structure, params: GraphParams = GraphParams(), name: str = "") -> Graph:
@@ -496,20 +514,19 @@ class CIFData(torch.utils.data.Dataset):
         path = self.cif_path(idx)
         disk = None
         if self.cache_dir is not None:
-            disk = self.cache_dir / f"{self._disk_key(path)}.npz"
+            disk = self.cache_dir / f"{self._disk_key(path)}.npy"
             if disk.is_file():
                 try:
-                    with np.load(disk) as z:
-                        graph = Graph(z["numbers"], z["nbr_dist"], z["nbr_fea_idx"])
-                except Exception:
-                    graph = None
+                    graph = Graph.from_array(np.load(disk, allow_pickle=False))
+                except (OSError, ValueError):
+                    graph = None  # unreadable cache entry: rebuild it
         if graph is None:
             structure = read_structure(path, self.max_sites)
             graph = build_graph(structure, self.params, name=self.ids[idx])
             if disk is not None:
                 disk.parent.mkdir(parents=True, exist_ok=True)
-                tmp = disk.with_name(f".{disk.stem}.{os.getpid()}.tmp.npz")
-                np.savez(tmp, numbers=graph.numbers, nbr_dist=graph.nbr_dist, nbr_fea_idx=graph.nbr_fea_idx)
+                tmp = disk.with_name(f".{disk.stem}.{os.getpid()}.tmp.npy")
+                np.save(tmp, graph.to_array(), allow_pickle=False)
                 os.replace(tmp, disk)
         self._check_elements(idx, graph.numbers)
         self._cache.put(idx, graph)

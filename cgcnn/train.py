@@ -344,8 +344,10 @@ def train(args: argparse.Namespace) -> dict:
     print(f"{len(dataset)} crystals: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test; "
           f"{sum(p.numel() for p in trainable)} trainable parameters", file=sys.stderr)
 
-    settings = {k: v for k, v in vars(args).items()}
-    settings["data_options"] = [str(args.data)]
+    # Paths are stored by name only: a checkpoint carries no folder of the machine it was trained on.
+    path_options = ("data", "out_dir", "cache_dir", "resume", "pretrained", "atom_init")
+    settings = {k: (Path(v).name if k in path_options and v else v) for k, v in vars(args).items()}
+    settings["data_options"] = [settings["data"]]
     settings["graph"] = params.as_dict()
     target = {"name": args.target_name, "transform": args.target_transform, "unit": args.target_unit}
     atom_table = {str(z): v.tolist() for z, v in sorted(dataset.atom_init.items())}

@@ -270,7 +270,7 @@ def test_disk_cache_identical_and_used(cif_folder, tmp_path, monkeypatch):
     for i, (want, got) in enumerate(zip(expected, (first[i] for i in range(len(first))))):
         for a, b in zip(want[0], got[0]):
             assert torch.equal(a, b), i
-    assert len(list(cache.glob("*.npz"))) == len(plain)
+    assert len(list(cache.glob("*.npy"))) == len(plain)
 
     def fail(*args, **kwargs):
         raise AssertionError("graph rebuilt although cached on disk")
@@ -288,7 +288,7 @@ def test_disk_cache_keyed_by_graph_params(cif_folder, tmp_path):
     CIFData(cif_folder, cache_dir=cache)[0]
     with pytest.warns(UserWarning):
         CIFData(cif_folder, params=GraphParams(radius=3.0), cache_dir=cache)[0]
-    assert len(list(cache.glob("*.npz"))) == 2
+    assert len(list(cache.glob("*.npy"))) == 2
 
 
 def test_atom_init_json_written_by_fixture_is_92_long(cif_folder):

@@ -60,7 +60,7 @@ def test_cli_without_targets(small_model, tmp_path, atom_init_table):
     assert [r[0] for r in rows[1:]] == ["MgO", "Si", "NaCl"]
     assert all(r[1] == "" and np.isfinite(float(r[2])) for r in rows[1:])
     assert "MAE" not in proc.stdout
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3
     assert sorted(p.name for p in out.parent.iterdir()) == ["pred.csv"]  # no temporary file left
 
 

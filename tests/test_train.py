@@ -62,6 +62,7 @@ def test_outputs_and_checkpoint_contents(folder, tmp_path, capsys):
     assert ckpt["graph"] == {"radius": 8.0, "max_num_nbr": 12, "dmin": 0.0, "step": 0.2}
     assert ckpt["target"]["name"] == "log10 kappa_L"
     assert len(ckpt["atom_init"]) == 100
+    assert not any(str(tmp_path) in str(v) for v in ckpt["args"].values())  # no machine paths
     results = pd.read_csv(out / "test_results.csv")
     assert list(results.columns) == ["cif_id", "target", "prediction"]
     _, _, test_idx = split_indices(20, seed=0)
