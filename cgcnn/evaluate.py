@@ -1,7 +1,7 @@
 """How good is a transfer? ``python -m cgcnn.evaluate MODELPATH CIFPATH [options]``.
 
 Repeated cross-validation of the transfer of T. Zhu et al., Energy Environ. Sci.
-14, 3559 (2021) against baselines, on one data folder of measured log10 κ_L.
+14, 3559 (2021) against baselines, on one data folder of log10 κ_L targets (measured or computed).
 The protocol by default is that of ParAIsite (L. Klochko, M. d'Aquin, A. Togo,
 L. Chaput, arXiv:2411.18259): 9 random 80/20 splits with seeds 0-8
 (``perm = np.random.RandomState(seed).permutation(n)``, the first ``int(0.8 n)``
@@ -378,7 +378,7 @@ def parity_figure(table: pd.DataFrame, predictions: pd.DataFrame):
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_box_aspect(1)
-    ax.set_xlabel(r"measured $\kappa_\mathrm{L}$ (W m$^{-1}$ K$^{-1}$)")
+    ax.set_xlabel(r"target $\kappa_\mathrm{L}$ (W m$^{-1}$ K$^{-1}$)")
     ax.set_ylabel(r"predicted $\kappa_\mathrm{L}$ (W m$^{-1}$ K$^{-1}$)")
     a = table.attrs
     n_splits = int(table["n_splits"].max())

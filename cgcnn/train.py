@@ -293,8 +293,10 @@ def train(args: argparse.Namespace) -> dict:
     classification = args.task == "classification"
     pretrained = SourceModel.load(args.pretrained) if args.pretrained else None
     params = pretrained.params if pretrained else GraphParams(args.radius, args.max_num_nbr, 0.0, args.step)
-    dataset = CIFData(args.data, params=params, atom_init=args.atom_init,
-                      cache_dir=args.cache_dir, cache_bytes=2**31)
+    atom_init = args.atom_init
+    if pretrained and atom_init is None and not (Path(args.data) / "atom_init.json").exists():
+        atom_init = pretrained.atom_init  # a folder without atom_init.json: the pretrained model's table
+    dataset = CIFData(args.data, params=params, atom_init=atom_init, cache_dir=args.cache_dir, cache_bytes=2**31)
     if not dataset.has_targets:
         raise InputError(f"{Path(args.data) / 'id_prop.csv'}: training needs targets (cif_id,target rows)")
     if pretrained:
@@ -350,6 +352,8 @@ def train(args: argparse.Namespace) -> dict:
     settings["data_options"] = [settings["data"]]
     settings["graph"] = params.as_dict()
     target = {"name": args.target_name, "transform": args.target_transform, "unit": args.target_unit}
+    if pretrained and pretrained.target and args.target_name == "target":
+        target = dict(pretrained.target)  # fine-tuning on the same quantity unless told otherwise
     atom_table = {str(z): v.tolist() for z, v in sorted(dataset.atom_init.items())}
     metric_name = "accuracy" if classification else "MAE"
     last = {"epoch": start_epoch, "best": best}

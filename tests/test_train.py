@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -97,11 +98,14 @@ def test_resume_continues_to_the_same_model(folder, tmp_path):
 
 
 def test_pretrained_with_frozen_layers(folder, tmp_path):
-    base = train(folder, tmp_path / "base") / "model_best.pth.tar"
+    base = train(folder, tmp_path / "base", "--target-name", "log10 kappa_L") / "model_best.pth.tar"
     before = load_checkpoint(base)["state_dict"]
+    small = tmp_path / "small"  # a high-fidelity set without atom_init.json: the model's table is used
+    shutil.copytree(folder, small)
+    (small / "atom_init.json").unlink()
     out = tmp_path / "fine"
     out.mkdir()
-    assert main([str(folder), "--pretrained", str(base), "--freeze-embedding", "--freeze-convs", "1",
+    assert main([str(small), "--pretrained", str(base), "--freeze-embedding", "--freeze-convs", "1",
                  "--epochs", "3", "-b", "8", "--optim", "Adam", "--lr", "0.01", "--patience", "2",
                  "--out-dir", str(out), "-p", "1"]) == 0
     after = load_checkpoint(out / "checkpoint.pth.tar")["state_dict"]
@@ -109,6 +113,7 @@ def test_pretrained_with_frozen_layers(folder, tmp_path):
         if k.startswith("embedding.") or k.startswith("convs.0."):
             assert torch.equal(before[k], after[k]), k  # frozen, BatchNorm statistics included
     assert not torch.equal(before["fc_out.weight"], after["fc_out.weight"])
+    assert load_checkpoint(out / "model_best.pth.tar")["target"]["name"] == "log10 kappa_L"
 
 
 def test_command_line(folder, tmp_path):
