@@ -148,6 +148,12 @@ def check_output(path: str | os.PathLike) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(obj, path: str | os.PathLike, saver=torch.save) -> None:
     """Write ``obj`` with ``saver(obj, file)`` to a temporary file, then rename it to ``path``.
 
@@ -167,6 +173,7 @@ def save_atomic(obj, path: str | os.PathLike, saver=torch.save) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             saver(obj, f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the permissions open() would
         os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):

@@ -153,3 +153,14 @@ def test_save_atomic_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
     with pytest.raises(InputError, match="does not exist"):
         save_atomic({}, tmp_path / "no" / "x.pt")
+
+
+def test_save_atomic_gives_ordinary_permissions(tmp_path):
+    """mkstemp creates 0600 files; results must be readable as open() would make them."""
+    import os
+
+    path = tmp_path / "results.csv"
+    save_atomic(b"a,b\n", path, saver=lambda obj, f: f.write(obj))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
