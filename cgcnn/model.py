@@ -67,8 +67,9 @@ class ConvLayer(nn.Module):
         w = self.fc_full.weight
         self_part = F.linear(atom_in_fea, w[:, :a], self.fc_full.bias)  # (N, 2A)
         nbr_part = F.linear(atom_in_fea, w[:, a : 2 * a])  # (N, 2A)
-        edge_part = F.linear(nbr_fea, w[:, 2 * a :])  # (N, M, 2A)
-        total_gated_fea = edge_part + self_part.unsqueeze(1) + nbr_part[nbr_fea_idx]
+        total_gated_fea = F.linear(nbr_fea, w[:, 2 * a :])  # edge part, (N, M, 2A)
+        total_gated_fea += self_part.unsqueeze(1)  # in place: no second (N, M, 2A) tensor
+        total_gated_fea += nbr_part[nbr_fea_idx]
         total_gated_fea = self.bn1(total_gated_fea.view(-1, 2 * a)).view(n, m, 2 * a)
         nbr_filter, nbr_core = total_gated_fea.chunk(2, dim=2)
         nbr_sumed = torch.sum(self.sigmoid(nbr_filter) * self.softplus1(nbr_core), dim=1)
