@@ -47,8 +47,11 @@ TRAIN_OPTIONS = ["--n-conv", "4", "--h-fea-len", "16", "--atom-fea-len", "64", "
                  "--print-freq", "10"]
 
 
-def build_folder(source: Path, work: Path, prop: str = "kappa") -> Path:
+def build_folder(source: Path, work: Path, prop: str = "kappa", rows=None) -> Path:
     """Write the CGCNN folder for ``prop`` (log10 of the column) and return it.
+
+    ``source`` holds ``kappa.csv`` (an ``id`` column and the property's) and ``cif/``;
+    ``rows``, if given, are the row positions of ``kappa.csv`` to keep, in that order.
 
     Raises
     ------
@@ -60,6 +63,8 @@ def build_folder(source: Path, work: Path, prop: str = "kappa") -> Path:
         raise InputError(f"{table}: not found (the AFLOW-AGL set lives in ../shared/data/aflow_agl_300K)")
     column = PROPERTIES[prop][0]
     df = pd.read_csv(table)
+    if rows is not None:
+        df = df.iloc[rows]
     work.mkdir(parents=True, exist_ok=True)
     lines = []
     for cif_id, value in zip(df["id"], df[column]):
