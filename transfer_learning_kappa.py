@@ -22,7 +22,7 @@ import pandas as pd
 
 from cgcnn import InputError
 from cgcnn.checkpoint import SourceModel, check_output, save_atomic
-from cgcnn.cli import run_main
+from cgcnn.cli import check_counts, run_main
 from cgcnn.transfer import (LAST_LAYER_TYPES, compute_features, fit_last_layer, load_last_layer,
                             save_last_layer)
 
@@ -61,10 +61,7 @@ def _write_csv(df: pd.DataFrame, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
-    if args.workers < 0:
-        raise InputError(f"--workers must not be negative, not {args.workers}")
+    check_counts(args)
     # Fail before the long part, and write nothing until everything has succeeded,
     # so that a mistake never costs an earlier result.
     check_output(args.test_results)

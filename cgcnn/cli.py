@@ -23,3 +23,20 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except KeyboardInterrupt:
         print("interrupted; earlier output files are left as they were", file=sys.stderr)
         return 130
+
+
+def check_counts(args, at_least_one: tuple[str, ...] = ("batch_size",), non_negative: tuple[str, ...] = ("workers",)):
+    """Refuse count options out of range: those in ``at_least_one`` must be ≥ 1, those in
+    ``non_negative`` ≥ 0 (attribute names of the parsed ``args``).
+
+    Raises
+    ------
+    InputError
+        Naming the option, e.g. ``--batch-size must be at least 1, not 0``.
+    """
+    for name in at_least_one:
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
+    for name in non_negative:
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must not be negative, not {getattr(args, name)}")

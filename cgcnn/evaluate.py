@@ -40,7 +40,7 @@ import pandas as pd
 
 from cgcnn import InputError
 from cgcnn.checkpoint import SourceModel, check_output, save_atomic
-from cgcnn.cli import run_main
+from cgcnn.cli import check_counts, run_main
 from cgcnn.transfer import LAST_LAYER_TYPES, compute_features, make_last_layer
 
 __all__ = ["BASELINES", "Split", "make_splits", "metrics", "split_metrics", "summarize", "evaluate",
@@ -459,11 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for option in ("batch_size", "finetune_batch_size"):
-        if getattr(args, option) < 1:
-            raise InputError(f"--{option.replace('_', '-')} must be at least 1, not {getattr(args, option)}")
-    if args.workers < 0:
-        raise InputError(f"--workers must not be negative, not {args.workers}")
+    check_counts(args, at_least_one=("batch_size", "finetune_batch_size"))
     paths = [p for p in args.modelpath.split(",") if p]
     if not paths:
         raise InputError("MODELPATH names no model")

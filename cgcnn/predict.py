@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cgcnn import InputError
 from cgcnn.checkpoint import SourceModel, check_output, save_atomic
-from cgcnn.cli import run_main
+from cgcnn.cli import check_counts, run_main
 
 __all__ = ["predict", "main"]
 
@@ -105,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None, metavar="DIR", help="folder for crystal graphs cached across runs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
-    if args.workers < 0:
-        raise InputError(f"--workers must not be negative, not {args.workers}")
+    check_counts(args)
     out = check_output(args.out)  # before the long part
 
     frame = predict(

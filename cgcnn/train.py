@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Subset
 
 from cgcnn import InputError
 from cgcnn.checkpoint import Normalizer, SourceModel, check_output, load_checkpoint, save_atomic
-from cgcnn.cli import run_main
+from cgcnn.cli import check_counts, run_main
 from cgcnn.data import CIFData, GraphParams, collate_pool
 from cgcnn.model import CrystalGraphConvNet
 
@@ -437,12 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
-    if args.epochs < 1:
-        raise InputError(f"--epochs must be at least 1, not {args.epochs}")
-    if args.workers < 0:
-        raise InputError(f"--workers must not be negative, not {args.workers}")
+    check_counts(args, at_least_one=("batch_size", "epochs"))
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     result = train(args)
     return 0 if result else 1
