@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cgcnn import InputError
-from cgcnn.checkpoint import SourceModel, check_output, save_atomic
+from cgcnn.checkpoint import SourceModel, check_output, save_csv
 from cgcnn.cli import check_counts, run_main
 from cgcnn.transfer import (LAST_LAYER_TYPES, compute_features, fit_last_layer, load_last_layer,
                             save_last_layer)
@@ -55,10 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _write_csv(df: pd.DataFrame, path: str) -> None:
-    save_atomic(df, path, saver=lambda d, f: f.write(d.to_csv(index=False, float_format="%.8g").encode()))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_counts(args)
@@ -84,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if feats.targets is None:
             raise InputError(f"{args.cifpath}: --train 1 needs targets in id_prop.csv (cif_id,log10 κ_L)")
         fit = fit_last_layer(feats.crys_fea, feats.targets, args.last_layer_type, args.seed, args.cv_folds)
-        _write_csv(source_results, args.test_results)
+        save_csv(source_results, args.test_results)
         save_last_layer(args.last_layer, fit, sources, args.last_layer_type, args.seed, n)
         print(f"fit the {args.last_layer_type} last layer on {n} crystals x {feats.crys_fea.shape[1]} crys_fea "
               f"values -> {args.last_layer}")
@@ -97,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         with np.errstate(all="ignore"):
             pred = record["estimator"].predict(feats.crys_fea)
         df = pd.DataFrame({"cif_id": feats.ids, "target": target, "prediction": pred, "kappa": 10.0 ** pred})
-        _write_csv(source_results, args.test_results)
-        _write_csv(df, args.results)
+        save_csv(source_results, args.test_results)
+        save_csv(df, args.results)
         print(f"predicted log10 κ_L of {n} crystals -> {args.results} (kappa column in W m-1 K-1)")
         if feats.targets is not None:
             from sklearn.metrics import mean_absolute_error, r2_score

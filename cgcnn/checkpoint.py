@@ -27,9 +27,7 @@ from cgcnn import InputError
 from cgcnn.data import CIFData, GraphParams, atom_init_digest, collate_pool
 from cgcnn.model import CrystalGraphConvNet
 
-__all__ = ["Normalizer", "load_checkpoint", "check_output", "save_atomic", "SourceModel", "file_sha256"]
-
-KAPPA_TARGET = {"name": "log10 kappa_L", "transform": "log10", "unit": "W m-1 K-1"}
+__all__ = ["Normalizer", "load_checkpoint", "check_output", "save_atomic", "save_csv", "SourceModel", "file_sha256"]
 
 
 def _numpy_safe_globals() -> list:
@@ -183,10 +181,11 @@ def save_atomic(obj, path: str | os.PathLike, saver=torch.save) -> None:
         raise
 
 
-def _arg(args, key, default=None):
-    if isinstance(args, dict):
-        return args.get(key, default)
-    return getattr(args, key, default)
+def save_csv(frame, path: str | os.PathLike, float_format: str | None = "%.8g") -> None:
+    """Write a pandas DataFrame as CSV (header, no index, empty cells for NaN) atomically,
+    with :func:`save_atomic`.  ``float_format`` as pandas ``to_csv`` (None: full precision)."""
+    save_atomic(frame, path, saver=lambda df, f: f.write(
+        df.to_csv(index=False, na_rep="", float_format=float_format).encode()))
 
 
 @dataclass
@@ -240,7 +239,7 @@ class SourceModel:
         if not isinstance(args, dict):
             args = dict(vars(args)) if hasattr(args, "__dict__") else {}
         sd = ckpt["state_dict"]
-        classification = _arg(args, "task", "regression") == "classification" or (
+        classification = args.get("task", "regression") == "classification" or (
             "fc_out.weight" in sd and sd["fc_out.weight"].shape[0] == 2
         )
         if classification and require_regression:

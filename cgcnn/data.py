@@ -142,8 +142,15 @@ def load_atom_init(path: str | os.PathLike) -> dict[int, np.ndarray]:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return _atom_table_from_dict(raw, str(path))
+
+
+def _atom_table_from_dict(raw, source: str = "atom feature table") -> dict[int, np.ndarray]:
+    """Check an atom feature table (parsed ``atom_init.json`` or the one a checkpoint
+    stores) and return it as atomic number → float32 vector.  ``source`` names it in
+    messages.  Raises :class:`InputError` as :func:`load_atom_init` describes."""
     if not isinstance(raw, dict) or not raw:
-        raise InputError(f"{path}: expected a JSON object of atomic number -> feature list")
+        raise InputError(f"{source}: expected a JSON object of atomic number -> feature list")
     table: dict[int, np.ndarray] = {}
     length = None
     for key, value in raw.items():
@@ -151,30 +158,16 @@ def load_atom_init(path: str | os.PathLike) -> dict[int, np.ndarray]:
             z = int(key)
             vec = np.asarray(value, dtype=np.float32)
         except (TypeError, ValueError):
-            raise InputError(f"{path}: entry {key!r} is not atomic number -> list of numbers") from None
+            raise InputError(f"{source}: entry {key!r} is not atomic number -> list of numbers") from None
         if vec.ndim != 1:
-            raise InputError(f"{path}: entry {key!r} is not a flat list of numbers")
+            raise InputError(f"{source}: entry {key!r} is not a flat list of numbers")
         if length is None:
             length = len(vec)
         elif len(vec) != length:
             raise InputError(
-                f"{path}: feature vectors differ in length ({length} for the first, {len(vec)} for {key!r})"
+                f"{source}: feature vectors differ in length ({length} for the first, {len(vec)} for {key!r})"
             )
         table[z] = vec
-    return table
-
-
-def _atom_table_from_dict(raw: dict) -> dict[int, np.ndarray]:
-    """An atom feature table given in code (e.g. stored in a checkpoint), checked as
-    :func:`load_atom_init` checks a file."""
-    if not raw:
-        raise InputError("atom feature table is empty")
-    try:
-        table = {int(z): np.asarray(v, dtype=np.float32) for z, v in raw.items()}
-    except (TypeError, ValueError):
-        raise InputError("atom feature table: not atomic number -> list of numbers") from None
-    if len({v.shape for v in table.values()}) != 1 or next(iter(table.values())).ndim != 1:
-        raise InputError("atom feature table: vectors are not flat lists of equal length")
     return table
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from cgcnn import InputError
-from cgcnn.checkpoint import SourceModel, check_output, save_atomic
+from cgcnn.checkpoint import SourceModel, check_output, save_atomic, save_csv
 from cgcnn.cli import check_counts, run_main
 from cgcnn.transfer import LAST_LAYER_TYPES, compute_features, make_last_layer
 
@@ -424,8 +424,7 @@ def write_outputs(table: pd.DataFrame, predictions: pd.DataFrame, out_dir) -> di
         raise InputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
     paths = {"metrics": out / "metrics.md", "predictions": out / "predictions.csv", "parity": out / "parity.png"}
     save_atomic(format_table(table), paths["metrics"], saver=lambda text, f: f.write(text.encode()))
-    save_atomic(predictions, paths["predictions"],
-                saver=lambda df, f: f.write(df.to_csv(index=False, float_format="%.6g").encode()))
+    save_csv(predictions, paths["predictions"], float_format="%.6g")
     save_atomic(parity_figure(table, predictions), paths["parity"],
                 saver=lambda fig, f: fig.savefig(f, format="png", bbox_inches="tight", pad_inches=0.1))
     return paths

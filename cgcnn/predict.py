@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cgcnn.checkpoint import SourceModel, check_output, save_atomic
+from cgcnn.checkpoint import SourceModel, check_output, save_csv
 from cgcnn.cli import check_counts, run_main
 
 __all__ = ["predict", "main"]
@@ -75,13 +74,6 @@ def predict(
     return pd.DataFrame({"cif_id": data.ids, "target": target, "prediction": prediction})
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    def saver(obj, f):
-        f.write(obj.to_csv(index=False, na_rep="").encode())
-
-    save_atomic(frame, path, saver=saver)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cgcnn.predict",
@@ -111,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         args.modelpath, args.cifpath, atom_init=args.atom_init, batch_size=args.batch_size,
         workers=args.workers, cache_dir=args.cache_dir, progress=not args.quiet,
     )
-    _write_csv(frame, out)
+    save_csv(frame, out, float_format=None)
     known = frame["target"].notna()
     if known.any():
         mae = float(np.mean(np.abs(frame.loc[known, "prediction"] - frame.loc[known, "target"])))

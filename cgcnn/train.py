@@ -17,20 +17,19 @@ parameters (``graph``) and the target's name, transform and unit (``target``).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from cgcnn import InputError
-from cgcnn.checkpoint import Normalizer, SourceModel, check_output, load_checkpoint, save_atomic
+from cgcnn.checkpoint import Normalizer, SourceModel, check_output, load_checkpoint, save_atomic, save_csv
 from cgcnn.cli import check_counts, run_main
 from cgcnn.data import CIFData, GraphParams, collate_pool
 from cgcnn.model import CrystalGraphConvNet
@@ -113,17 +112,6 @@ def _epoch(net, loader, normalizer, criterion, optimizer=None, classification=Fa
             if collect:
                 rows.extend(zip(cif_ids, target.view(-1).tolist(), pred.view(-1).tolist()))
     return loss_m.avg, err_m.avg, rows
-
-
-def _write_results(rows, path: Path) -> None:
-    def saver(_, f):
-        text = io.StringIO()
-        w = csv.writer(text, lineterminator="\n")
-        w.writerow(["cif_id", "target", "prediction"])
-        w.writerows(rows)
-        f.write(text.getvalue().encode())
-
-    save_atomic(None, path, saver=saver)
 
 
 def _freeze(modules) -> None:
@@ -381,7 +369,8 @@ def train(args: argparse.Namespace) -> dict:
     if test_loader is not None and best_path.exists():
         net.load_state_dict(load_checkpoint(best_path)["state_dict"])
         _, test_metric, rows = _epoch(net, test_loader, normalizer, criterion, None, classification, collect=True)
-        _write_results(rows, out_dir / "test_results.csv")
+        save_csv(pd.DataFrame(rows, columns=["cif_id", "target", "prediction"]), out_dir / "test_results.csv",
+                 float_format=None)
         print(f"test {metric_name} of the best model: {test_metric:.4f} on {len(test_idx)} crystals "
               f"({out_dir / 'test_results.csv'})", file=sys.stderr)
     return {"best_val": best, "test": test_metric, "epochs": epoch + 1, "seconds": time.time() - t0}
