@@ -28,10 +28,11 @@ import csv
 import re
 import shutil
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -82,20 +83,33 @@ def lattice_from_row(row: dict[str, str]) -> Lattice:
 
 
 def parse_sites(row: dict[str, str]) -> tuple[list[str], list[list[float]]]:
-    """Parse the ``species`` and ``coords`` cells (``;``-separated) of a row."""
+    """Parse the ``species`` and ``coords`` cells (``;``-separated) of a row.
+
+    A coordinate may be a decimal (``0.3819``) or an exact fraction (``1/3``);
+    fractions keep symmetry-equivalent sites that land on a cell face (z = 0
+    and z = 1) from being generated twice.
+    """
     species = [s.strip() for s in row["species"].split(";")]
-    coords = [[float(x) for x in c.split()] for c in row["coords"].split(";")]
+    coords = [[float(Fraction(x)) for x in c.split()] for c in row["coords"].split(";")]
     if len(species) != len(coords) or any(len(c) != 3 for c in coords):
         raise ValueError(f"{row['cif_id']}: species/coords mismatch")
     return species, coords
 
 
 def build_structure(row: dict[str, str]) -> Structure:
-    """Build the idealised crystal structure of one ``compounds.csv`` row."""
+    """Build the idealised crystal structure of one ``compounds.csv`` row.
+
+    Raises ``ValueError`` when the generated cell does not have the row's
+    formula (for example a site given in the wrong Wyckoff setting).
+    """
     species, coords = parse_sites(row)
     structure = Structure.from_spacegroup(
         int(row["spacegroup"]), lattice_from_row(row), species, coords
     )
+    got = structure.composition.reduced_composition
+    if got != Composition(row["formula"]).reduced_composition:
+        raise ValueError(f"{row['cif_id']}: the structure built has formula {got.formula}, "
+                         f"not {row['formula']}")
     return structure.get_sorted_structure()
 
 

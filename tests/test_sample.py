@@ -20,16 +20,16 @@ from pymatgen.core import Composition, Structure
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
 ATOM_INIT = REPO / "cgcnn" / "atom_init.json"
-# Target of issue 4 is 60, not reached: only compounds whose measured value was
-# seen in a source during curation are kept (36), see data/sample/README.md
-# for what was left out and why.
-MIN_COMPOUNDS = 36
+# Issue 4 asks for at least 60 compounds, each with a citation; see
+# data/sample/README.md for what was left out and why.
+MIN_COMPOUNDS = 60
 AVOGADRO = 6.02214076e23
 
 # formula units per conventional cell of each prototype (independent of pymatgen)
 Z_PER_CELL = {
     "diamond": 8, "zincblende": 4, "rocksalt": 4, "wurtzite": 2, "fluorite": 4,
-    "antifluorite": 4, "corundum": 6, "tetradymite": 3, "skutterudite": 8,
+    "antifluorite": 4, "corundum": 6, "tetradymite": 3, "CsCl": 1, "perovskite": 1,
+    "chalcopyrite": 4, "alpha-quartz": 3, "calcite": 6,
 }
 
 
@@ -58,7 +58,7 @@ def _cell_volume(row):
         return math.sqrt(3) / 2 * a * a * c
     if sg >= 195:
         return a ** 3
-    return a * b * c  # orthorhombic/tetragonal (not used at present)
+    return a * b * c  # tetragonal (chalcopyrite) and orthorhombic
 
 
 def test_enough_compounds_and_unique_ids():
