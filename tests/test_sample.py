@@ -71,6 +71,8 @@ def test_row_metadata(row):
     k = float(row["kappa_300K_W_mK"])
     assert 0.05 <= k <= 3000
     assert row["reference"].strip()
+    # every value was compared with a text during curation, and the row says where
+    assert row["source_check"].startswith("checked: ") and row["source_check"][9:].strip()
     assert row["kappa_kind"] in {"lattice", "total"}
     assert 250 <= float(row["T_K"]) <= 350
     assert row["prototype"] in Z_PER_CELL
