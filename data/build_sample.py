@@ -87,10 +87,14 @@ def parse_sites(row: dict[str, str]) -> tuple[list[str], list[list[float]]]:
 
     A coordinate may be a decimal (``0.3819``) or an exact fraction (``1/3``);
     fractions keep symmetry-equivalent sites that land on a cell face (z = 0
-    and z = 1) from being generated twice.
+    and z = 1) from being generated twice. Raises ``ValueError`` naming the row
+    when a coordinate is not a number or the cells do not pair up.
     """
     species = [s.strip() for s in row["species"].split(";")]
-    coords = [[float(Fraction(x)) for x in c.split()] for c in row["coords"].split(";")]
+    try:
+        coords = [[float(Fraction(x)) for x in c.split()] for c in row["coords"].split(";")]
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{row['cif_id']}: coords {row['coords']!r} is not numbers") from None
     if len(species) != len(coords) or any(len(c) != 3 for c in coords):
         raise ValueError(f"{row['cif_id']}: species/coords mismatch")
     return species, coords
@@ -131,7 +135,8 @@ def build(csv_path: Path, out_dir: Path, atom_init: Path = ATOM_INIT) -> int:
     """Write the CIF files, ``id_prop.csv`` and ``atom_init.json`` into ``out_dir``.
 
     Returns the number of compounds written. Raises ``FileNotFoundError`` with a
-    clear message when ``atom_init`` does not exist.
+    clear message when ``atom_init`` does not exist, and ``ValueError`` naming the
+    row when a row of ``csv_path`` cannot be built.
     """
     if not atom_init.is_file():
         raise FileNotFoundError(
@@ -168,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         n = build(args.csv, args.out, args.atom_init)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a bad row of the source table
+        print(f"error: {args.csv}: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {n} structures, id_prop.csv and atom_init.json to {args.out}")
     return 0

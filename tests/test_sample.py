@@ -124,3 +124,18 @@ def test_build_is_reproducible(tmp_path):
         names.append("atom_init.json")
     for name in names:
         assert (out / name).read_bytes() == (SAMPLE / name).read_bytes(), name
+
+
+def test_build_refuses_wrong_setting_and_bad_coords(tmp_path):
+    """A site in the wrong Wyckoff setting or a non-numeric coordinate stops the build."""
+    spec = importlib.util.spec_from_file_location("build_sample", REPO / "data" / "build_sample.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    quartz = dict(next(r for r in ROWS if r["cif_id"] == "SiO2"))
+    assert len(mod.build_structure(quartz)) == 9
+    quartz["coords"] = quartz["coords"].replace("1/3", "0")  # Si off its 3a site
+    with pytest.raises(ValueError, match="SiO2: the structure built has formula"):
+        mod.build_structure(quartz)
+    quartz["coords"] = "0.4702 0 x;0.4137 0.2672 0.2139"
+    with pytest.raises(ValueError, match="SiO2: coords"):
+        mod.build_structure(quartz)
