@@ -103,15 +103,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from cgcnn.cli import run_main
+from cgcnn.files import save_text
+
 #: (segment name, width) in feature order; widths sum to 92.
-SEGMENTS: Tuple[Tuple[str, int], ...] = (
+SEGMENTS: tuple[tuple[str, int], ...] = (
     ("group", 19),
     ("period", 7),
     ("electronegativity", 10),
@@ -138,7 +138,7 @@ _BIN_RANGES = {
 _BLOCKS = "spdf"
 
 
-def segment_bounds() -> List[Tuple[str, int, int]]:
+def segment_bounds() -> list[tuple[str, int, int]]:
     """Return ``[(name, start, stop), ...]`` slices of the 92-bit vector."""
     out = []
     start = 0
@@ -157,7 +157,7 @@ def _is_missing(x) -> bool:
         return True
 
 
-def _bin(x, lo: float, hi: float) -> Optional[int]:
+def _bin(x, lo: float, hi: float) -> int | None:
     """Index 0..9 of ``x`` among 10 equal bins over [lo, hi]; None if missing
     or outside the range."""
     if _is_missing(x):
@@ -169,7 +169,7 @@ def _bin(x, lo: float, hi: float) -> Optional[int]:
     return int(np.clip(idx, 0, 9))
 
 
-def _log(x) -> Optional[float]:
+def _log(x) -> float | None:
     if _is_missing(x) or float(x) <= 0:
         return None
     return math.log(float(x))
@@ -221,8 +221,8 @@ def _categories(z, group_id, period, block, en, cov, ec_str, ie1, ea, weight, de
     }
 
 
-def _encode(cats: Dict[str, Optional[int]]) -> List[int]:
-    vec: List[int] = []
+def _encode(cats: dict[str, int | None]) -> list[int]:
+    vec: list[int] = []
     for name, width in SEGMENTS:
         seg = [0] * width
         idx = cats.get(name)
@@ -233,7 +233,7 @@ def _encode(cats: Dict[str, Optional[int]]) -> List[int]:
     return vec
 
 
-def build_atom_init() -> Dict[str, List[int]]:
+def build_atom_init() -> dict[str, list[int]]:
     """Build ``{"1": [92 ints], ..., "100": [...]}`` from mendeleev data."""
     try:
         from mendeleev.fetch import fetch_table
@@ -247,7 +247,7 @@ def build_atom_init() -> Dict[str, List[int]]:
     ies = fetch_table("ionizationenergies")
     ie1 = ies[ies["ion_charge"] == 0].set_index("atomic_number")["ionization_energy"]
 
-    table: Dict[str, List[int]] = {}
+    table: dict[str, list[int]] = {}
     for z in range(1, Z_MAX + 1):
         row = elements.loc[z]
         cats = _categories(
@@ -267,21 +267,21 @@ def build_atom_init() -> Dict[str, List[int]]:
     return table
 
 
-def dumps(table: Dict[str, List[int]]) -> str:
+def dumps(table: dict[str, list[int]]) -> str:
     """Deterministic compact JSON, keys in atomic-number order, trailing newline."""
     ordered = {str(k): table[str(k)] for k in sorted(int(k) for k in table)}
     return json.dumps(ordered, indent=None, separators=(",", ":")) + "\n"
 
 
-def _compare(table: Dict[str, List[int]], other: Dict[str, List[int]]) -> Dict[str, List[str]]:
+def _compare(table: dict[str, list[int]], other: dict[str, list[int]]) -> dict[str, list[str]]:
     """Per segment, the atomic numbers (as str) whose bits differ."""
-    diffs: Dict[str, List[str]] = {}
+    diffs: dict[str, list[str]] = {}
     for name, a, b in segment_bounds():
         diffs[name] = [k for k in table if k in other and table[k][a:b] != list(other[k][a:b])]
     return diffs
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Regenerate CGCNN's 92-bit atom_init.json from mendeleev data."
     )
@@ -308,21 +308,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        out_dir = os.path.dirname(os.path.abspath(args.out))
-        fd, tmp = tempfile.mkstemp(prefix=".atom_init.", suffix=".tmp", dir=out_dir)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-            os.replace(tmp, args.out)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        save_text(text, args.out)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(main))

@@ -164,3 +164,123 @@ def test_save_atomic_gives_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# --------------------------------------------------------------------------------------------------
+# the one atomic writer (cgcnn/files.py)
+
+
+def test_save_atomic_writes_through_a_symlink(tmp_path):
+    """A link named as output keeps being a link; the file it leads to gets the new bytes."""
+    import os
+
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    target = real_dir / "results.csv"
+    target.write_bytes(b"old")
+    link = tmp_path / "results.csv"
+    os.symlink(target, link)
+    save_atomic(b"new", link, saver=lambda obj, f: f.write(obj))
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in real_dir.iterdir()) == ["results.csv"]  # no temporary file left
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/null"), reason="no /dev/null")
+def test_save_atomic_refuses_a_device(tmp_path):
+    import os
+
+    from cgcnn.files import check_output
+
+    with pytest.raises(InputError, match="not a regular file"):
+        check_output("/dev/null")
+    link = tmp_path / "out.csv"
+    os.symlink("/dev/null", link)
+    with pytest.raises(InputError, match="not a regular file"):
+        save_atomic(b"x", link, saver=lambda obj, f: f.write(obj))
+    assert link.is_symlink() and os.path.realpath(link) == "/dev/null"
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_save_atomic_cleans_up_on_interrupt(tmp_path, interrupt):
+    path = tmp_path / "model.pth.tar"
+    path.write_bytes(b"old")
+
+    def interrupted(obj, f):
+        f.write(b"partial")
+        raise interrupt()
+
+    with pytest.raises(interrupt):
+        save_atomic(object(), path, saver=interrupted)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth.tar"]
+
+
+def test_save_id_prop(tmp_path):
+    from cgcnn.files import save_id_prop
+
+    path = tmp_path / "id_prop.csv"
+    assert save_id_prop(path, [("Si", 2.1739), ("NaCl", 0.85), ("new", None)]) == 3
+    assert path.read_bytes() == b"Si,2.173900\nNaCl,0.850000\nnew\n"
+
+
+def test_old_names_stay_importable():
+    """evaluate.py, predict.py, transfer.py and the tool import these from cgcnn.checkpoint."""
+    from cgcnn import checkpoint, files, source
+
+    assert checkpoint.SourceModel is source.SourceModel
+    for name in ("save_atomic", "save_csv", "check_output", "file_sha256"):
+        assert getattr(checkpoint, name) is getattr(files, name)
+    assert callable(checkpoint.Normalizer) and callable(checkpoint.load_checkpoint)
+
+
+# --------------------------------------------------------------------------------------------------
+# the checkpoint format
+
+
+def test_numpy1_scalar_alias_loads(tmp_path):
+    """Checkpoints pickled under numpy 1 name ``numpy.core.multiarray.scalar`` (upstream's
+    semi-metal-classification.pth.tar does); under numpy 2 that is an alias, still allowed."""
+    import pickletools
+
+    path = make_checkpoint(tmp_path / "np1.pth.tar", legacy=True, best_mae_error=np.float64(0.9586))
+    raw = path.read_bytes()
+    current = np.float64(0).__reduce__()[0].__module__  # the module numpy pickles scalars under now
+    if current != "numpy.core.multiarray":
+        # rewrite the pickled global as numpy 1 wrote it (same length names differ: rebuild the opcode)
+        old = f"c{current}\nscalar\n".encode()
+        assert old in raw, [op for op, arg, _ in pickletools.genops(raw) if op.name == "GLOBAL"][:3]
+        raw = raw.replace(old, b"cnumpy.core.multiarray\nscalar\n")
+        path.write_bytes(raw)
+    assert b"numpy.core.multiarray\nscalar" in raw
+    ckpt = load_checkpoint(path)
+    assert float(ckpt["best_mae_error"]) == pytest.approx(0.9586)
+    assert SourceModel.load(path).crys_fea_len == 4
+
+
+def test_model_info_round_trip(small_model):
+    from cgcnn.checkpoint import ModelInfo
+    from cgcnn.checkpoint import make_checkpoint as make_ckpt
+
+    table = {z: np.arange(3, dtype=np.float32) + z for z in (1, 8, 14)}
+    info = ModelInfo(atom_init=table, graph=GraphParams(radius=6.0), target={"name": "log10 kappa_L"})
+    model = SourceModel.load(small_model)
+    ckpt = make_ckpt(model.net, torch.optim.SGD(model.net.parameters(), lr=0.1), model.normalizer, epoch=2,
+                     best=0.5, args={"task": "regression"}, info=info)
+    assert list(ckpt)[-3:] == ["atom_init", "graph", "target"]
+    assert list(ckpt["atom_init"]) == ["1", "8", "14"]
+    back = ModelInfo.from_checkpoint(ckpt)
+    assert back.graph == GraphParams(radius=6.0) and back.target == {"name": "log10 kappa_L"}
+    assert all(np.array_equal(back.atom_init[z], table[z]) for z in table)
+    assert ModelInfo.from_checkpoint({}) == ModelInfo()
+
+
+def test_normalizer_sample_of_at_most_500():
+    from cgcnn.checkpoint import Normalizer
+
+    targets = np.linspace(0.0, 3.0, 800)
+    sample = np.random.RandomState(4).choice(targets, 500, replace=False)
+    norm = Normalizer.from_targets(targets, seed=4)
+    assert float(norm.mean) == pytest.approx(float(np.mean(sample.astype(np.float32))), rel=1e-6)
+    few = Normalizer.from_targets(targets[:30], seed=4)
+    assert float(few.mean) == pytest.approx(float(np.mean(targets[:30])), rel=1e-6)
