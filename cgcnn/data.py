@@ -44,7 +44,9 @@ __all__ = [
     "Graph",
     "load_atom_init",
     "read_id_prop",
+    "MAX_NEIGHBOURS",
     "read_structure",
+    "check_neighbour_count",
     "build_graph",
     "CIFData",
     "collate_pool",
@@ -271,7 +273,14 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
 
 
 def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Structure:
-    """Parse a CIF file with pymatgen into an ordered ``Structure``.
+    """Read the one crystal of a CIF file into an ordered pymatgen ``Structure``.
+
+    The structure is the one pymatgen's ``Structure.from_file`` gives (cell as written,
+    every symmetry image, sites sorted by electronegativity), read by
+    :func:`cgcnn.cif.read_cif` (a fast gemmi-based path, pymatgen's ``CifParser``
+    otherwise), and checked: at least one site and at most ``max_sites``, full
+    occupancies, chemical elements only, a cell of non-zero volume and no atoms closer
+    than :data:`cgcnn.cif.MIN_DISTANCE` (0.5 Å).
 
     Parameters
     ----------
@@ -284,23 +293,21 @@ def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Str
     Raises
     ------
     InputError
-        If the file is empty or unparsable, holds no sites or more than ``max_sites``,
-        or has partial occupancies.
+        If the file is missing, empty or unparsable, holds several data blocks with
+        atoms, gives no readable symmetry, holds no sites or more than ``max_sites``,
+        has partial occupancies or a species that is no element (a dummy ``X``), a
+        zero-volume cell or overlapping atoms.
     """
-    from pymatgen.core import Structure
+    from cgcnn.cif import check_geometry, read_cif
 
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise InputError(f"{path}: empty file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            structure = Structure.from_file(str(path))
-    except InputError:
-        raise
-    except Exception as exc:  # pymatgen raises many types for bad CIFs
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: cannot parse crystal structure ({msg})") from None
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    structure = read_cif(path, text)
     if len(structure) == 0:
         raise InputError(f"{path}: no atomic sites")
     limit = MAX_SITES if max_sites is None else max_sites
@@ -309,7 +316,52 @@ def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Str
                          "(cgcnn.data.MAX_SITES)")
     if not structure.is_ordered:
         raise InputError(f"{path}: partial occupancies are not supported (CGCNN needs an ordered structure)")
+    _check_elements_are_real(structure, path)
+    check_geometry(structure, path)
     return structure
+
+
+def _check_elements_are_real(structure: Structure, path: Path) -> None:
+    """Refuse dummy species (``X``, ``D``-like placeholders pymatgen reads as ``DummySpecies``)."""
+    from pymatgen.core import DummySpecies
+
+    for idx, site in enumerate(structure):
+        specie = site.specie
+        if isinstance(specie, DummySpecies) or not 1 <= getattr(specie, "Z", 0) <= 118:
+            label = getattr(site, "label", None) or site.species_string
+            raise InputError(f"{path}: site {idx + 1} ({label}) has species {specie.symbol!r}, "
+                             "not a chemical element (a dummy atom?)")
+
+
+MAX_NEIGHBOURS = 1000
+"""Most neighbours per site, on average, within the graph's radius (:func:`check_neighbour_count`).
+
+Estimated from the density, N / V x 4/3 pi r^3: about 380 within 8 Å in diamond, the
+densest common solid; a cell given in nm (1000 times denser) would need about 1000 times
+the memory of the real crystal's graph.
+"""
+
+
+def check_neighbour_count(structure: Structure, radius: float, source: str | os.PathLike,
+                          limit: int | None = None) -> None:
+    """Refuse a crystal too dense for its neighbour list within ``radius`` (Å) to fit in memory.
+
+    Raises
+    ------
+    InputError
+        If N / V * 4/3 * pi * radius^3 (neighbours per site, V in Å^3) exceeds ``limit``
+        (default :data:`MAX_NEIGHBOURS`), or the cell has no volume.
+    """
+    limit = MAX_NEIGHBOURS if limit is None else limit
+    volume = float(structure.lattice.volume)
+    n = len(structure)
+    if not volume > 0:
+        raise InputError(f"{source}: zero-volume cell")
+    per_site = n / volume * 4 / 3 * math.pi * radius**3
+    if per_site > limit:
+        raise InputError(f"{source}: {n} atoms in {volume:.4g} Å^3 give about {per_site:.0f} neighbours per site "
+                         f"within {radius} Å, more than the limit of {limit} (cgcnn.data.MAX_NEIGHBOURS); "
+                         "are the cell lengths in Å?")
 
 
 @dataclass
@@ -358,7 +410,14 @@ def build_graph(structure: Structure, params: GraphParams = GraphParams(), name:
 
     Warns (``UserWarning``, naming ``name``) when a site has fewer than ``max_num_nbr``
     neighbours within the radius; such rows are padded with index 0, distance radius + 1.
+
+    Raises
+    ------
+    InputError
+        If the crystal is too dense for its neighbour list to be built
+        (:func:`check_neighbour_count`), naming ``name``.
     """
+    check_neighbour_count(structure, params.radius, name or structure.composition.reduced_formula)
     n = len(structure)
     m = params.max_num_nbr
     centers, points, _, dists = structure.get_neighbor_list(r=params.radius)
@@ -515,6 +574,7 @@ class CIFData(torch.utils.data.Dataset):
                     graph = None  # unreadable cache entry: rebuild it
         if graph is None:
             structure = read_structure(path, self.max_sites)
+            check_neighbour_count(structure, self.params.radius, path)
             graph = build_graph(structure, self.params, name=self.ids[idx])
             if disk is not None:
                 disk.parent.mkdir(parents=True, exist_ok=True)
