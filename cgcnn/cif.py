@@ -84,6 +84,7 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:\(\d+\))?")
 _SITE_TOL = 1e-4  # CifParser site_tolerance
 _FRAC_TOL = 1e-4  # CifParser frac_tolerance
 _NO_P1 = "Defaulting to P1"
+_ADDED_OPS = "# symmetry operations added by cgcnn.cif from the space group symbol"
 
 MIN_DISTANCE = 0.5
 """Shortest distance between atoms, in Å, that :func:`check_geometry` accepts.
@@ -144,9 +145,12 @@ def count_structure_blocks(doc) -> int:
 
 
 def _gemmi_doc(text: str):
-    """The gemmi CIF document of ``text``, or None if gemmi cannot tokenise it."""
-    import gemmi
-
+    """The gemmi CIF document of ``text``, or None if gemmi cannot tokenise it (or is
+    not installed: everything then goes to pymatgen)."""
+    try:
+        import gemmi
+    except ImportError:
+        return None
     try:
         return gemmi.cif.read_string(text)
     except Exception:  # gemmi is stricter than pymatgen (duplicate tags, bad loops): pymatgen decides
@@ -273,8 +277,10 @@ def parse_cif_pymatgen(path: str | Path, text: str, doc=None) -> Structure:
             msg = reasons[0] if reasons else _first_line(exc)
             raise InputError(f"{path}: cannot parse crystal structure ({msg})") from None
     if any(_NO_P1 in w for w in parser.warnings):
+        if _ADDED_OPS in text:
+            raise InputError(f"{path}: cannot read the symmetry operations of its space group")
         ops = _ops_from_symbols(path, blocks[0].data if blocks else {})
-        loop = "\nloop_\n_symmetry_equiv_pos_as_xyz\n" + "\n".join(f"'{op}'" for op in ops) + "\n"
+        loop = f"\n{_ADDED_OPS}\nloop_\n_symmetry_equiv_pos_as_xyz\n" + "\n".join(f"'{op}'" for op in ops) + "\n"
         return read_cif(path, text.rstrip("\n") + "\n" + loop)
     structure.__class__ = Structure
     return structure
@@ -288,7 +294,10 @@ def _ops_from_symbols(path: Path, data: dict) -> list[str]:
     """Symmetry operations ('x,y,z' strings) from a block's Hall or H-M symbol, via gemmi.
 
     Raises InputError if the block names no space group or one gemmi does not know."""
-    import gemmi
+    try:
+        import gemmi
+    except ImportError:
+        gemmi = None
 
     given = []
     for tag in _HALL_TAGS:
@@ -297,13 +306,13 @@ def _ops_from_symbols(path: Path, data: dict) -> list[str]:
             given.append((tag, value.strip()))
             try:
                 return [op.triplet() for op in gemmi.symops_from_hall(value.strip())]
-            except Exception:
+            except Exception:  # not a Hall symbol (or no gemmi)
                 pass
     for tag in _HM_TAGS:
         value = data.get(tag)
         if isinstance(value, str) and value.strip() not in ("", "?", "."):
             given.append((tag, value.strip()))
-            sg = gemmi.find_spacegroup_by_name(value.strip())
+            sg = gemmi.find_spacegroup_by_name(value.strip()) if gemmi is not None else None
             if sg is not None:
                 return [op.triplet() for op in sg.operations()]
     for tag in _NUMBER_TAGS:
