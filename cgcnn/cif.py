@@ -167,7 +167,8 @@ def _cell_text(lengths, angles) -> str:
 
 
 def _check_cell(path: Path, doc) -> None:
-    """Refuse a zero-volume cell from the CIF's six cell parameters, before any parsing."""
+    """Refuse, from the CIF's six cell parameters and before any parsing, a zero-volume cell
+    or a cell length under :data:`MIN_DISTANCE` (each atom then overlaps its own image)."""
     block = doc[0] if len(doc) == 1 else None
     if block is None:
         return
@@ -184,6 +185,9 @@ def _check_cell(path: Path, doc) -> None:
     factor = 1 - (cos**2).sum() + 2 * cos.prod()  # (V / abc)^2
     if min(lengths) <= 0 or not factor > 1e-12:
         raise InputError(f"{path}: zero-volume cell ({_cell_text(lengths, cell[3:])})")
+    if min(lengths) < MIN_DISTANCE:
+        raise InputError(f"{path}: overlapping atoms: each atom is {min(lengths):.3g} Å from its own periodic image "
+                         f"(cell length below {MIN_DISTANCE} Å; are the cell lengths in Å?)")
 
 
 def check_geometry(structure: Structure, source: str | Path) -> None:
@@ -275,13 +279,28 @@ def parse_cif_pymatgen(path: str | Path, text: str, doc=None) -> Structure:
         except Exception as exc:
             reasons = [w.splitlines()[-1] for w in parser.warnings if w.startswith("No structure parsed")]
             msg = reasons[0] if reasons else _first_line(exc)
+            occupancy = re.match(r"Occupancy (\S+) exceeded tolerance", msg)
+            if occupancy:
+                raise InputError(f"{path}: overlapping atoms: sites at the same position (0 Å apart, or made so by "
+                                 f"the symmetry operations) add up to an occupancy of {occupancy[1]}") from None
             raise InputError(f"{path}: cannot parse crystal structure ({msg})") from None
-    if any(_NO_P1 in w for w in parser.warnings):
+        if blocks:  # did pymatgen find the structure block's symmetry, or default to P1?
+            seen = len(parser.warnings)
+            parser.get_symops(blocks[0])
+            guessed_p1 = any(_NO_P1 in w for w in parser.warnings[seen:])
+        else:
+            guessed_p1 = False
+    if guessed_p1:
         if _ADDED_OPS in text:
             raise InputError(f"{path}: cannot read the symmetry operations of its space group")
-        ops = _ops_from_symbols(path, blocks[0].data if blocks else {})
+        ops = _ops_from_symbols(path, blocks[0].data)
         loop = f"\n{_ADDED_OPS}\nloop_\n_symmetry_equiv_pos_as_xyz\n" + "\n".join(f"'{op}'" for op in ops) + "\n"
-        return read_cif(path, text.rstrip("\n") + "\n" + loop)
+        parts = re.split(r"(^\s*data_)", text, flags=re.M)
+        for k in range(2, len(parts), 2):  # the chunk after each 'data_'
+            if "_atom_site_label" in parts[k]:
+                parts[k] = parts[k].rstrip("\n") + "\n" + loop
+                break
+        return read_cif(path, "".join(parts))
     structure.__class__ = Structure
     return structure
 
