@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -465,6 +466,68 @@ class _GraphCache:
             self.bytes -= old.nbytes
 
 
+CACHE_SUFFIX = ".graph"
+_CACHE_MAGIC = b"cgcnn graph cache 1\n"
+
+
+def write_cached_graph(file: Path, key: str, graph: Graph) -> None:
+    """Store a graph in the on-disk cache, atomically (temporary file, then rename).
+
+    Layout: a magic line, the entry's key (SHA-256 hex of the CIF's bytes and the graph
+    parameters), the SHA-256 hex of the payload, then the payload: ``graph.to_array()``
+    in ``.npy`` format.  Raises ``OSError`` if the file cannot be written.
+    """
+    buf = io.BytesIO()
+    np.save(buf, graph.to_array(), allow_pickle=False)
+    payload = buf.getvalue()
+    header = _CACHE_MAGIC + key.encode() + b"\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(header + payload)
+        os.replace(tmp, file)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_cached_graph(file: Path, key: str, max_num_nbr: int) -> Graph | None:
+    """A graph from the on-disk cache, or None if the entry is missing or not to be trusted:
+    empty, truncated or damaged (checksum), written for another key (another crystal or other
+    graph parameters), or of another number of neighbours.  Such an entry is rebuilt."""
+    try:
+        data = file.read_bytes()
+    except OSError:
+        return None
+    if not data.startswith(_CACHE_MAGIC):
+        return None
+    lines = data[len(_CACHE_MAGIC):].split(b"\n", 2)
+    if len(lines) != 3 or lines[0] != key.encode() or lines[1] != hashlib.sha256(lines[2]).hexdigest().encode():
+        return None
+    try:
+        graph = Graph.from_array(np.load(io.BytesIO(lines[2]), allow_pickle=False))
+    except (OSError, ValueError):
+        return None
+    if graph.nbr_fea_idx.shape[1] != max_num_nbr:
+        return None
+    return graph
+
+
+def _cache_folder(cache_dir: str | os.PathLike) -> Path:
+    """The graph cache folder, created if needed.  Raises InputError if it names a file,
+    cannot be created, or cannot be written to."""
+    folder = Path(cache_dir)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: graph cache folder (--cache-dir) is an existing file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot write to the graph cache folder (--cache-dir): {exc.strerror}") from None
+    return folder
+
+
 class CIFData(torch.utils.data.Dataset):
     """A CGCNN data folder as a dataset of crystal graphs.
 
@@ -478,7 +541,9 @@ class CIFData(torch.utils.data.Dataset):
 
     Graphs are built once per run and kept in compact form (about 200 bytes per
     site) in a cache bounded by ``cache_bytes``; with ``cache_dir`` they are also
-    stored on disk, keyed by the CIF's content and the graph parameters.
+    stored on disk, keyed by the CIF's content and the graph parameters; each entry
+    holds its key and a checksum, and one that fails either (or is empty) is rebuilt
+    (:func:`read_cached_graph`).
 
     Parameters
     ----------
@@ -490,7 +555,7 @@ class CIFData(torch.utils.data.Dataset):
         ``atom_init.json`` to use instead of ``root/atom_init.json``, or the table
         itself (atomic number to feature list, e.g. the one a checkpoint stores).
     cache_dir : path, optional
-        Folder for graphs cached across runs.
+        Folder for graphs cached across runs (created if needed).
     cache_bytes : int
         Bound on the in-memory graph cache (default 512 MiB).
     max_sites : int, optional
@@ -501,8 +566,10 @@ class CIFData(torch.utils.data.Dataset):
     ------
     InputError
         For the folder and ``atom_init.json`` faults of :func:`read_id_prop` and
-        :func:`load_atom_init`; on access, for a bad CIF or an element missing from
-        ``atom_init.json``, or a crystal of more than ``max_sites`` sites.
+        :func:`load_atom_init`, and a ``cache_dir`` that is a file or cannot be
+        written; on access, for a bad CIF (:func:`read_structure`), a crystal too
+        dense for its graph (:func:`check_neighbour_count`) or an element missing
+        from ``atom_init.json``.
 
     References
     ----------
@@ -535,7 +602,7 @@ class CIFData(torch.utils.data.Dataset):
             if z >= 0:
                 self._atom_table[z] = vec
         self.gdf = GaussianDistance(params.dmin, params.radius, params.step)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_dir = _cache_folder(cache_dir) if cache_dir is not None else None
         self._cache = _GraphCache(cache_bytes)
 
     def __len__(self) -> int:
@@ -564,23 +631,22 @@ class CIFData(torch.utils.data.Dataset):
         if graph is not None:
             return graph
         path = self.cif_path(idx)
-        disk = None
+        disk = key = None
         if self.cache_dir is not None:
-            disk = self.cache_dir / f"{self._disk_key(path)}.npy"
-            if disk.is_file():
-                try:
-                    graph = Graph.from_array(np.load(disk, allow_pickle=False))
-                except (OSError, ValueError):
-                    graph = None  # unreadable cache entry: rebuild it
+            key = self._disk_key(path)
+            disk = self.cache_dir / f"{key}{CACHE_SUFFIX}"
+            graph = read_cached_graph(disk, key, self.params.max_num_nbr)
         if graph is None:
             structure = read_structure(path, self.max_sites)
             check_neighbour_count(structure, self.params.radius, path)
             graph = build_graph(structure, self.params, name=self.ids[idx])
             if disk is not None:
-                disk.parent.mkdir(parents=True, exist_ok=True)
-                tmp = disk.with_name(f".{disk.stem}.{os.getpid()}.tmp.npy")
-                np.save(tmp, graph.to_array(), allow_pickle=False)
-                os.replace(tmp, disk)
+                try:
+                    write_cached_graph(disk, key, graph)
+                except OSError as exc:  # e.g. disk full: carry on without the disk cache
+                    warnings.warn(f"{self.cache_dir}: cannot write graph cache ({exc.strerror}); not caching",
+                                  stacklevel=2)
+                    self.cache_dir = None
         self._check_elements(idx, graph.numbers)
         self._cache.put(idx, graph)
         return graph

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,7 +272,7 @@ def test_disk_cache_identical_and_used(cif_folder, tmp_path, monkeypatch):
     for i, (want, got) in enumerate(zip(expected, (first[i] for i in range(len(first))))):
         for a, b in zip(want[0], got[0]):
             assert torch.equal(a, b), i
-    assert len(list(cache.glob("*.npy"))) == len(plain)
+    assert len(list(cache.glob("*.graph"))) == len(plain)
 
     def fail(*args, **kwargs):
         raise AssertionError("graph rebuilt although cached on disk")
@@ -288,9 +290,94 @@ def test_disk_cache_keyed_by_graph_params(cif_folder, tmp_path):
     CIFData(cif_folder, cache_dir=cache)[0]
     with pytest.warns(UserWarning):
         CIFData(cif_folder, params=GraphParams(radius=3.0), cache_dir=cache)[0]
-    assert len(list(cache.glob("*.npy"))) == 2
+    assert len(list(cache.glob("*.graph"))) == 2
 
 
 def test_atom_init_json_written_by_fixture_is_92_long(cif_folder):
     table = json.loads((cif_folder / "atom_init.json").read_text())
     assert {len(v) for v in table.values()} == {92}
+
+
+# --- the on-disk graph cache: entries are verified, the folder checked ------------------------------
+
+
+def _cached_entries(cache):
+    return sorted(cache.glob("*" + cgcnn.data.CACHE_SUFFIX))
+
+
+def _items_equal(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a[0], b[0]))
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "flipped byte", "other crystal", "not ours"])
+def test_disk_cache_bad_entry_is_rebuilt(cif_folder, tmp_path, damage):
+    cache = tmp_path / "cache"
+    first = CIFData(cif_folder, cache_dir=cache)
+    expected = [first[i] for i in range(len(first))]
+    entries = {p.name: p.read_bytes() for p in _cached_entries(cache)}
+    key_si = first._disk_key(first.cif_path(0))
+    target = cache / f"{key_si}{cgcnn.data.CACHE_SUFFIX}"
+    if damage == "empty":
+        target.write_bytes(b"")
+    elif damage == "truncated":
+        target.write_bytes(entries[target.name][:-50])
+    elif damage == "flipped byte":
+        data = bytearray(entries[target.name])
+        data[-8] ^= 0xFF
+        target.write_bytes(bytes(data))
+    elif damage == "other crystal":  # NaCl's entry (a valid file) under Si's name
+        key_nacl = first._disk_key(first.cif_path(1))
+        target.write_bytes(entries[f"{key_nacl}{cgcnn.data.CACHE_SUFFIX}"])
+    else:  # a plain .npy graph array (the old layout), of the right shape
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, np.zeros((8, 25)))
+        target.write_bytes(buf.getvalue())
+    second = CIFData(cif_folder, cache_dir=cache)
+    assert _items_equal(second[0], expected[0])  # rebuilt, not the bad entry
+    assert target.read_bytes() == entries[target.name]  # and the entry is repaired
+    for i in range(1, len(second)):
+        assert _items_equal(second[i], expected[i])
+
+
+def test_disk_cache_good_entry_is_used(cif_folder, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    CIFData(cif_folder, cache_dir=cache)[1]
+    monkeypatch.setattr(cgcnn.data, "read_structure", lambda *a, **k: pytest.fail("rebuilt a good entry"))
+    CIFData(cif_folder, cache_dir=cache)[1]
+
+
+def test_cache_dir_is_a_file(cif_folder, tmp_path):
+    not_a_folder = tmp_path / "graphs.txt"
+    not_a_folder.write_text("my notes\n")
+    with pytest.raises(InputError, match="existing file, not a folder") as err:
+        CIFData(cif_folder, cache_dir=not_a_folder)
+    assert "graphs.txt" in str(err.value) and "\n" not in str(err.value)
+    assert not_a_folder.read_text() == "my notes\n"
+
+
+def test_cache_dir_below_a_file(cif_folder, tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(InputError, match="cannot write to the graph cache folder") as err:
+        CIFData(cif_folder, cache_dir=tmp_path / "f" / "graphs")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions, not root")
+def test_cache_dir_read_only(cif_folder, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(InputError, match="cannot write to the graph cache folder"):
+            CIFData(cif_folder, cache_dir=ro)
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc, which no one can write to")
+def test_cache_dir_in_a_read_only_place(cif_folder):
+    with pytest.raises(InputError, match="cannot write to the graph cache folder") as err:
+        CIFData(cif_folder, cache_dir="/proc/cgcnn-graphs")
+    assert "\n" not in str(err.value)
