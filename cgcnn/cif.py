@@ -81,6 +81,7 @@ _MAGCIF = re.compile("_space_group_magn|_atom_site_moment|_space_group_symop_mag
 _HASH_AFTER_TEXT = re.compile(r"^[ \t]*[^#\s].*#", re.M)
 _SPECIAL_SYMBOLS = re.compile("Hw|Ow|Wat|wat|OH|OH2|NO3")  # CifParser._parse_symbol's special cases
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:\(\d+\))?")
+_PLAIN_NUMBERS = re.compile(r"(?:[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)? )*")  # space-separated, no '(2)'
 _SITE_TOL = 1e-4  # CifParser site_tolerance
 _FRAC_TOL = 1e-4  # CifParser frac_tolerance
 _NO_P1 = "Defaulting to P1"
@@ -403,6 +404,14 @@ def _number(value: str) -> float | None:
     return float(value.split("(", 1)[0])
 
 
+def _numbers(values: list[str]) -> list[float] | None:
+    """:func:`_number` of each value, or None if one is not plainly numeric (one regex per column)."""
+    if _PLAIN_NUMBERS.fullmatch(" ".join(values) + " ") is not None:
+        return list(map(float, values))
+    numbers = [_number(v) for v in values]
+    return None if any(x is None for x in numbers) else numbers
+
+
 def _element(symbol: str):
     """The element pymatgen's ``CifParser._parse_symbol`` + ``get_el_sp`` make of a site symbol,
     or None where its rules are not the plain ones (special names, dummy species)."""
@@ -528,11 +537,10 @@ def parse_cif_fast(text: str, doc=None) -> Structure | None:
         return None
     coords = np.empty((n, 3))
     for k, column in enumerate(columns):
-        for i, value in enumerate(column):
-            number = _number(value)
-            if number is None:
-                return None
-            coords[i, k] = number
+        numbers = _numbers(column)
+        if numbers is None:
+            return None
+        coords[:, k] = numbers
     for frac in (1 / 3, 2 / 3):  # CifParser._sanitize_data: snap finite-precision thirds
         coords[np.abs(coords / frac - 1) <= _FRAC_TOL] = float(str(frac))
 

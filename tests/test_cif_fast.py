@@ -94,10 +94,11 @@ def test_symmetry_expansion_identical(tmp_path, name):
 
 def test_thirds_written_to_four_places_are_snapped_as_pymatgen_does(tmp_path):
     """0.3333 and 0.6667 become exactly 1/3 and 2/3 (pymatgen's _sanitize_data) before the
-    operations of P6_3/mmc are applied; hexagonal operations (x-y) also test the sum order."""
+    operations of P6_3/mmc are applied; hexagonal operations (x-y) also test the sum order,
+    and numbers with uncertainties, '3.21(2)', are read as pymatgen's str2float reads them."""
     path = tmp_path / "hex.cif"
     path.write_text("""data_hex
-_cell_length_a 3.21
+_cell_length_a 3.21(2)
 _cell_length_b 3.21
 _cell_length_c 5.21
 _cell_angle_alpha 90
@@ -124,7 +125,7 @@ _atom_site_fract_x
 _atom_site_fract_y
 _atom_site_fract_z
 _atom_site_occupancy
-Mg1 Mg 0.3333 0.6667 0.25 1.0
+Mg1 Mg 0.3333 0.6667 0.2500(3) 1.0
 """)
     check_file(path)
     assert len(read_cif(path)) == 2
