@@ -1,10 +1,19 @@
-"""Shared pieces of the command-line tools: the user-error exit and output files."""
+"""Shared pieces of the command-line tools: the user-error exit, count checks, the
+options several tools declare, and the console scripts of the installed package.
+
+Library code never sees argparse: each tool's ``main(argv)`` parses its options with
+the helpers below, maps them onto the library's arguments or settings objects, and is
+run by :func:`run_main`, the only place that turns an :class:`~cgcnn.InputError` into
+a one-line message and exit status 2.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import sys
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 from cgcnn import InputError
 
@@ -40,3 +49,71 @@ def check_counts(args, at_least_one: tuple[str, ...] = ("batch_size",), non_nega
     for name in non_negative:
         if getattr(args, name) < 0:
             raise InputError(f"--{name.replace('_', '-')} must not be negative, not {getattr(args, name)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# options declared by several tools (same names, defaults given by each tool)
+
+
+def add_loader_options(parser: argparse.ArgumentParser, batch_size: int,
+                       batch_help: str = "crystals per batch (memory, not results)") -> None:
+    """``-b/--batch-size`` (default ``batch_size``) and ``-j/--workers`` (default 0).
+
+    Check them after parsing with :func:`check_counts`.
+    """
+    parser.add_argument("-b", "--batch-size", default=batch_size, type=int, metavar="N",
+                        help=f"{batch_help} (default: %(default)s)")
+    parser.add_argument("-j", "--workers", default=0, type=int, metavar="N",
+                        help="data-loading worker processes (default: %(default)s)")
+
+
+def add_compat_options(parser: argparse.ArgumentParser,
+                       print_freq_help: str = "accepted for compatibility; progress is shown as a bar") -> None:
+    """``--disable-cuda`` and ``-p/--print-freq`` (default 10), as the original tools declare them."""
+    parser.add_argument("--disable-cuda", action="store_true",
+                        help="accepted for compatibility; runs on the CPU")
+    parser.add_argument("-p", "--print-freq", default=10, type=int, metavar="N",
+                        help=f"{print_freq_help} (default: %(default)s)")
+
+
+def add_graph_options(parser: argparse.ArgumentParser,
+                      atom_init_help: str = "atom_init.json (default: CIFPATH/atom_init.json, "
+                                            "else the table stored in the checkpoint)") -> None:
+    """``--atom-init PATH`` and ``--cache-dir DIR`` (both default None): where crystal graphs'
+    atom features come from and where graphs are kept across runs."""
+    parser.add_argument("--atom-init", default=None, metavar="PATH", help=atom_init_help)
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="folder for crystal graphs cached across runs (default: %(default)s)")
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet``: no progress bar."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+# --------------------------------------------------------------------------------------------------
+# console scripts of the installed package (pyproject.toml [project.scripts])
+
+
+def _console(module: str) -> int:
+    return run_main(importlib.import_module(module).main)
+
+
+def kappa_console() -> int:
+    """``cgcnn-kappa``: ``transfer_learning_kappa.py`` (the transfer tool)."""
+    return _console("transfer_learning_kappa")
+
+
+def train_console() -> int:
+    """``cgcnn-train``: ``python -m cgcnn.train``."""
+    return _console("cgcnn.train")
+
+
+def predict_console() -> int:
+    """``cgcnn-predict``: ``python -m cgcnn.predict``."""
+    return _console("cgcnn.predict")
+
+
+def evaluate_console() -> int:
+    """``cgcnn-evaluate``: ``python -m cgcnn.evaluate``."""
+    return _console("cgcnn.evaluate")

@@ -21,8 +21,16 @@ import sys
 import numpy as np
 import pandas as pd
 
-from cgcnn.checkpoint import SourceModel, check_output, save_csv
-from cgcnn.cli import check_counts, run_main
+from cgcnn.cli import (
+    add_compat_options,
+    add_graph_options,
+    add_loader_options,
+    add_quiet_option,
+    check_counts,
+    run_main,
+)
+from cgcnn.files import check_output, save_csv
+from cgcnn.source import SourceModel
 
 __all__ = ["predict", "main"]
 
@@ -75,26 +83,19 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m cgcnn.predict``: parse, predict, write ``--out``; 0 on success (faults raise
+    :class:`~cgcnn.InputError`)."""
     parser = argparse.ArgumentParser(
         prog="python -m cgcnn.predict",
         description="Predict crystal properties with a trained CGCNN (Xie & Grossman, PRL 120, 145301, 2018).",
     )
     parser.add_argument("modelpath", help="path to the trained model checkpoint")
     parser.add_argument("cifpath", help="data folder: id_prop.csv (optional), CIF files, atom_init.json")
-    parser.add_argument("-b", "--batch-size", default=256, type=int, metavar="N", help="mini-batch size (default: 256)")
-    parser.add_argument("-j", "--workers", default=0, type=int, metavar="N", help="data loading workers (default: 0)")
-    parser.add_argument("--disable-cuda", action="store_true", help="accepted for compatibility; always runs on the CPU")
-    parser.add_argument(
-        "-p", "--print-freq", default=10, type=int, metavar="N",
-        help="accepted for compatibility; progress is shown as a bar",
-    )
+    add_loader_options(parser, batch_size=256, batch_help="mini-batch size")
+    add_compat_options(parser)
     parser.add_argument("--out", default="test_results.csv", help="output CSV (default: test_results.csv)")
-    parser.add_argument(
-        "--atom-init", default=None, metavar="PATH",
-        help="atom_init.json (default: CIFPATH/atom_init.json, else the table stored in the checkpoint)",
-    )
-    parser.add_argument("--cache-dir", default=None, metavar="DIR", help="folder for crystal graphs cached across runs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_graph_options(parser)
+    add_quiet_option(parser)
     args = parser.parse_args(argv)
     check_counts(args)
     out = check_output(args.out)  # before the long part

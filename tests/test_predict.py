@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cgcnn.data
 from cgcnn import InputError
 from cgcnn.checkpoint import SourceModel
 from cgcnn.data import CIFData
@@ -53,14 +54,16 @@ def test_cli_without_targets(small_model, tmp_path, atom_init_table):
     folder = write_folder(tmp_path / "new", {k: all_[k] for k in ("MgO", "Si", "NaCl")}, atom_init=atom_init_table)
     out = tmp_path / "sub" / "pred.csv"
     out.parent.mkdir()
-    proc = run_cli(str(small_model), str(folder), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+    proc = run_cli(str(small_model), str(folder), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = read_rows(out)
     assert rows[0] == ["cif_id", "target", "prediction"]
     assert [r[0] for r in rows[1:]] == ["MgO", "Si", "NaCl"]
     assert all(r[1] == "" and np.isfinite(float(r[2])) for r in rows[1:])
     assert "MAE" not in proc.stdout
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3
+    suffix = getattr(cgcnn.data, "CACHE_SUFFIX", ".npy")  # the graph cache's file suffix
+    assert len(list((tmp_path / "cache").glob(f"*{suffix}"))) == 3
     assert sorted(p.name for p in out.parent.iterdir()) == ["pred.csv"]  # no temporary file left
 
 

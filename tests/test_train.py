@@ -12,6 +12,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
+from cgcnn import InputError
 from cgcnn.checkpoint import SourceModel, load_checkpoint
 from cgcnn.train import main, split_indices
 from conftest import REPO, one_hot_table, write_folder
@@ -125,3 +126,71 @@ def test_command_line(folder, tmp_path):
     assert (out / "model_best.pth.tar").is_file()
     mae = float(proc.stderr.split("test MAE of the best model:")[1].split()[0])
     assert np.isfinite(mae)
+
+
+def test_start_epoch_runs_the_rest_of_the_schedule(folder, tmp_path, capsys):
+    out = train(folder, tmp_path / "late", "--start-epoch", "2")
+    ckpt = load_checkpoint(out / "checkpoint.pth.tar")
+    assert ckpt["epoch"] == 4 and ckpt["args"]["start_epoch"] == 2
+    err = capsys.readouterr().err
+    assert err.count("train loss") == 2 and "epoch    3/4" in err
+    with pytest.raises(InputError, match="--start-epoch 4 leaves no epoch"):
+        main([str(folder), *OPTS, "--out-dir", str(out), "--start-epoch", "4"])
+
+
+def test_start_epoch_past_a_milestone_starts_with_the_dropped_rate(folder, tmp_path):
+    out = train(folder, tmp_path / "drop", "--start-epoch", "2", "--lr-milestones", "1", "--lr", "0.5")
+    groups = load_checkpoint(out / "checkpoint.pth.tar")["optimizer"]["param_groups"]
+    assert groups[0]["initial_lr"] == 0.5 and groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_resume_without_normalizer_is_one_line(folder, tmp_path, capsys):
+    from cgcnn.cli import run_main
+
+    half = train(folder, tmp_path / "half", "--epochs", "2") / "checkpoint.pth.tar"
+    ckpt = load_checkpoint(half)
+    del ckpt["normalizer"]
+    torch.save(ckpt, tmp_path / "no_norm.pth.tar")
+    out = tmp_path / "resumed"
+    out.mkdir()
+    code = run_main(main, [str(folder), *OPTS, "--out-dir", str(out), "--resume", str(tmp_path / "no_norm.pth.tar")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"error: {tmp_path / 'no_norm.pth.tar'}: checkpoint has no normalizer "
+                                            "(mean and std of the targets); cannot resume")
+    # a checkpoint that has trained all the epochs asked for: an error, not a silent exit 0
+    code = run_main(main, [str(folder), *OPTS, "--out-dir", str(out), "--resume", str(half), "--epochs", "2"])
+    assert code == 2 and "already trained 2 epochs" in capsys.readouterr().err
+
+
+def test_settings_objects_without_argparse(folder, tmp_path):
+    """The library takes settings objects; the command line only maps its options onto them."""
+    from cgcnn.train import FitSettings, NetworkSettings, TrainSettings, build_parser, settings_from_args
+    from cgcnn.train import train as train_run
+
+    out = tmp_path / "lib"
+    out.mkdir()
+    settings = TrainSettings(data=folder, out_dir=out, fit=FitSettings(epochs=4, batch_size=8, print_freq=1),
+                             network=NetworkSettings(atom_fea_len=8, h_fea_len=4, n_conv=1))
+    result = train_run(settings)
+    assert result.epochs == 4 and np.isfinite(result.test)
+    cli = settings_from_args(build_parser().parse_args([str(folder), *OPTS, "--out-dir", str(out)]))
+    assert cli.fit == settings.fit and cli.network == settings.network and cli.split == settings.split
+    stored = load_checkpoint(out / "checkpoint.pth.tar")["args"]
+    assert stored == settings.record()
+
+
+def test_finetune_keeps_the_source_and_freezes_the_embedding(folder, tmp_path):
+    from cgcnn.train import FitSettings, finetune
+
+    base = train(folder, tmp_path / "base") / "model_best.pth.tar"
+    source = SourceModel.load(base)
+    data = source.dataset(folder)
+    before = {k: v.clone() for k, v in source.net.state_dict().items()}
+    tuned = finetune(source, data, np.arange(14), np.arange(14, 17), FitSettings(epochs=2, batch_size=8, lr=0.01,
+                                                                                  optim="Adam"))
+    assert all(torch.equal(before[k], v) for k, v in source.net.state_dict().items())  # source untouched
+    after = tuned.net.state_dict()
+    assert torch.equal(after["embedding.weight"], before["embedding.weight"])
+    assert not torch.equal(after["fc_out.weight"], before["fc_out.weight"])
+    assert float(tuned.normalizer.mean) == pytest.approx(float(np.mean(data.targets[:14])), rel=1e-6)
