@@ -353,6 +353,7 @@ def _ops_from_symbols(path: Path, data: dict) -> list[str]:
 _symop_cache: dict[tuple[str, ...], np.ndarray | None] = {}
 _symbol_cache: dict[str, object] = {}
 _electroneg_cache: dict[object, float] = {}
+_composition_cache: dict[object, object] = {}
 
 
 def _affine(ops: tuple[str, ...]) -> np.ndarray | None:
@@ -410,6 +411,15 @@ def _numbers(values: list[str]) -> list[float] | None:
         return list(map(float, values))
     numbers = [_number(v) for v in values]
     return None if any(x is None for x in numbers) else numbers
+
+
+def _composition(el):
+    """``Composition({el: 1})``, one per element (immutable, so sites may share it)."""
+    if el not in _composition_cache:
+        from pymatgen.core import Composition
+
+        _composition_cache[el] = Composition({el: 1})
+    return _composition_cache[el]
 
 
 def _element(symbol: str):
@@ -562,7 +572,7 @@ def parse_cif_fast(text: str, doc=None) -> Structure | None:
         if keep is None:
             return None
         out_coords.append(cand[keep])
-        out_species += [el] * int(keep.sum())
+        out_species += [_composition(el)] * int(keep.sum())
         out_labels += [labels[i] for i in np.repeat(rows, len(affine))[keep]]
     return Structure(lattice, out_species, np.concatenate(out_coords), labels=out_labels)
 
