@@ -11,7 +11,9 @@ writes
 
 CIFs are symbolic links; ``atom_init.json`` is the project's ``cgcnn/atom_init.json``
 (the table the bundled models store).  These folders feed ``python -m cgcnn.evaluate``
-for the figures of README.md and models/README.md.
+for the figures of README.md and models/README.md.  The script imports the installed
+package (``pip install -e .``; or ``python -m benchmarks.shared_folders OUT`` from the
+repository's root).
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
+from cgcnn.files import write_data_folder
+from cgcnn.train import split_indices
 
-sys.path.insert(0, str(ROOT / "models"))
-from cgcnn.train import split_indices  # noqa: E402
-from train_source import build_folder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+COLUMN = "kappa_300K_W_mK"  # κ_L at 300 K, W m⁻¹ K⁻¹; folders hold its log10
 
 
 def main() -> None:
@@ -38,10 +39,11 @@ def main() -> None:
     if not SHARED.is_dir():
         sys.exit("../shared/data is absent")
     out = Path(args.out)
-    build_folder(SHARED / "half_heusler_143", out / "half_heusler_143")
-    n_agl = len(pd.read_csv(SHARED / "aflow_agl_300K" / "kappa.csv"))
-    _, _, test = split_indices(n_agl, seed=0)
-    build_folder(SHARED / "aflow_agl_300K", out / "aflow_agl_test", rows=test)
+    hh, agl = SHARED / "half_heusler_143", SHARED / "aflow_agl_300K"
+    write_data_folder(hh / "kappa.csv", hh / "cif", out / "half_heusler_143", column=COLUMN)
+    table = pd.read_csv(agl / "kappa.csv")
+    _, _, test = split_indices(len(table), seed=0)
+    write_data_folder(table, agl / "cif", out / "aflow_agl_test", column=COLUMN, rows=test)
     print(f"wrote {out / 'half_heusler_143'} and {out / 'aflow_agl_test'} ({len(test)} crystals)")
 
 

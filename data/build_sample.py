@@ -15,7 +15,8 @@ This script turns that table into the layout the CGCNN data loader expects:
 
 The output is deterministic: running the script twice gives byte-identical files.
 
-Usage (from the repository root)::
+Usage (from the repository root; the script imports the installed package,
+``pip install -e .``, or runs as ``python -m data.build_sample``)::
 
     python data/build_sample.py            # writes into data/sample
     python data/build_sample.py --out DIR  # writes into DIR
@@ -34,6 +35,13 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.io.cif import CifWriter
+
+try:
+    from cgcnn import InputError
+    from cgcnn.files import save_id_prop
+except ModuleNotFoundError:  # not installed, and not run from the repository's root
+    sys.exit("the cgcnn package is not importable: pip install -e . in the repository, "
+             "or run python -m data.build_sample from its root")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = REPO_ROOT / "data" / "sample" / "compounds.csv"
@@ -123,12 +131,12 @@ def cif_text(structure: Structure) -> str:
     return str(writer)
 
 
-def log10_kappa(row: dict[str, str]) -> str:
-    """Return ``log10(kappa)`` of a row formatted with six decimals."""
+def log10_kappa(row: dict[str, str]) -> float:
+    """Return ``log10(kappa)`` of a row (κ_L in W m⁻¹ K⁻¹; ``id_prop.csv`` keeps six decimals)."""
     kappa = float(row["kappa_300K_W_mK"])
     if kappa <= 0:
         raise ValueError(f"{row['cif_id']}: non-positive kappa {kappa}")
-    return f"{np.log10(kappa):.6f}"
+    return float(np.log10(kappa))
 
 
 def build(csv_path: Path, out_dir: Path, atom_init: Path = ATOM_INIT) -> int:
@@ -145,14 +153,13 @@ def build(csv_path: Path, out_dir: Path, atom_init: Path = ATOM_INIT) -> int:
         )
     rows = read_compounds(csv_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = []
+    targets = []
     for row in rows:
         structure = build_structure(row)
         with open(out_dir / f"{row['cif_id']}.cif", "w", encoding="utf-8", newline="\n") as fh:
             fh.write(cif_text(structure))
-        lines.append(f"{row['cif_id']},{log10_kappa(row)}\n")
-    with open(out_dir / "id_prop.csv", "w", encoding="utf-8", newline="\n") as fh:
-        fh.writelines(lines)
+        targets.append((row["cif_id"], log10_kappa(row)))
+    save_id_prop(out_dir / "id_prop.csv", targets, decimals=6)
     target = out_dir / "atom_init.json"
     if target.resolve() != atom_init.resolve():
         shutil.copyfile(atom_init, target)
@@ -176,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ValueError as exc:  # a bad row of the source table
         print(f"error: {args.csv}: {exc}", file=sys.stderr)
+        return 1
+    except InputError as exc:  # an output that cannot be written
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {n} structures, id_prop.csv and atom_init.json to {args.out}")
     return 0

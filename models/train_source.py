@@ -3,6 +3,9 @@
     python models/train_source.py                      # build + train + export models/source.pth.tar
     python models/train_source.py --build-only         # only write the CGCNN folder
 
+The script imports the installed package (``pip install -e .`` in the repository);
+without installing, run it as ``python -m models.train_source`` from the repository's root.
+
 The training set is ``../shared/data/aflow_agl_300K`` (3,330 AFLOW structures with
 AGL κ at 300 K; C. Toher et al., PRB 90, 174107 (2014)).  The folder written to
 ``--work`` holds ``id_prop.csv`` (``cif_id, log10 κ`` in W m⁻¹ K⁻¹, or another
@@ -15,22 +18,22 @@ model by validation MAE is exported.
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import shutil
 import sys
 from pathlib import Path
 
-import pandas as pd
+try:
+    from cgcnn import InputError
+except ModuleNotFoundError:  # not installed, and not run from the repository's root
+    sys.exit("the cgcnn package is not importable: pip install -e . in the repository, "
+             "or run python -m models.train_source from its root")
 import torch
 
+from cgcnn import train as cgcnn_train
+from cgcnn.cli import run_main
+from cgcnn.files import write_data_folder
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cgcnn import InputError  # noqa: E402
-from cgcnn.cli import run_main  # noqa: E402
-from cgcnn import train as cgcnn_train  # noqa: E402
-
 SHARED = ROOT.parent / "shared" / "data" / "aflow_agl_300K"
 
 # property -> (column of kappa.csv, target name, unit)
@@ -48,10 +51,11 @@ TRAIN_OPTIONS = ["--n-conv", "4", "--h-fea-len", "16", "--atom-fea-len", "64", "
 
 
 def build_folder(source: Path, work: Path, prop: str = "kappa", rows=None) -> Path:
-    """Write the CGCNN folder for ``prop`` (log10 of the column) and return it.
+    """Write the CGCNN folder of ``prop`` (log10 of its ``kappa.csv`` column) and return it.
 
     ``source`` holds ``kappa.csv`` (an ``id`` column and the property's) and ``cif/``;
     ``rows``, if given, are the row positions of ``kappa.csv`` to keep, in that order.
+    See :func:`cgcnn.files.write_data_folder`.
 
     Raises
     ------
@@ -61,28 +65,7 @@ def build_folder(source: Path, work: Path, prop: str = "kappa", rows=None) -> Pa
     table = source / "kappa.csv"
     if not table.is_file():
         raise InputError(f"{table}: not found (the AFLOW-AGL set lives in ../shared/data/aflow_agl_300K)")
-    column = PROPERTIES[prop][0]
-    df = pd.read_csv(table)
-    if rows is not None:
-        df = df.iloc[rows]
-    work.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for cif_id, value in zip(df["id"], df[column]):
-        src = source / "cif" / f"{cif_id}.cif"
-        if not src.is_file():
-            raise InputError(f"{src}: not found")
-        if not (value > 0 and math.isfinite(value)):
-            continue
-        dst = work / f"{cif_id}.cif"
-        if not dst.exists():
-            try:
-                os.symlink(os.path.relpath(src, work), dst)
-            except OSError:
-                shutil.copyfile(src, dst)
-        lines.append(f"{cif_id},{math.log10(value):.6f}\n")
-    (work / "id_prop.csv").write_text("".join(lines))
-    shutil.copyfile(ROOT / "cgcnn" / "atom_init.json", work / "atom_init.json")
-    return work
+    return write_data_folder(table, source / "cif", work, column=PROPERTIES[prop][0], transform="log10", rows=rows)
 
 
 def main(argv=None) -> int:
