@@ -46,7 +46,9 @@ from cgcnn import InputError
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-__all__ = ["MIN_DISTANCE", "read_cif", "check_geometry", "parse_cif_pymatgen", "parse_cif_fast", "count_structure_blocks"]
+__all__ = [
+    "MIN_DISTANCE", "read_cif", "check_geometry", "parse_cif_pymatgen", "parse_cif_fast", "count_structure_blocks",
+]
 
 _SYMOP_TAGS = (
     "_symmetry_equiv_pos_as_xyz",

@@ -26,9 +26,10 @@ import math
 import os
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -393,7 +394,7 @@ class Graph:
         return np.hstack([self.numbers[:, None], self.nbr_dist, self.nbr_fea_idx]).astype(np.float64)
 
     @classmethod
-    def from_array(cls, arr: np.ndarray) -> "Graph":
+    def from_array(cls, arr: np.ndarray) -> Graph:
         """Inverse of :meth:`to_array`.  Raises ``ValueError`` for an array of another shape."""
         if arr.ndim != 2 or arr.shape[1] % 2 != 1 or arr.shape[1] < 3:
             raise ValueError(f"not a cached graph: array of shape {arr.shape}")
