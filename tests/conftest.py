@@ -22,7 +22,7 @@ def crystals() -> dict[str, Structure]:
     return {name: structure.copy() for name, structure in _crystals().items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _crystals() -> dict[str, Structure]:
     # Structure.from_spacegroup takes about 0.25 s per call (pymatgen's SpaceGroup set-up)
     return {
