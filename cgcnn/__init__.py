@@ -4,6 +4,13 @@ A re-implementation of the crystal graph convolutional neural network of
 T. Xie and J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018), numerically
 compatible with the upstream code and its checkpoints, used by the transfer tool
 of T. Zhu et al., Energy Environ. Sci. 14, 3559 (2021).
+
+One idea per module, among them: ``data`` (CIFs to crystal graphs), ``model`` (the
+network), ``checkpoint`` (the checkpoint format and the target normalizer),
+``source`` (a trained network turning crystals into ``crys_fea``), ``settings`` and
+``fit`` (training settings and loop), ``train`` and ``predict`` (upstream's two
+commands), ``files`` (the atomic writer and the output files), ``cli`` (what the
+command lines share), ``atom_init`` (the atom feature table).
 """
 
 __version__ = "0.1.0"

@@ -14,20 +14,17 @@ Checkpoints also carry the atom feature table (``atom_init``), the graph
 parameters (``graph``) and the target's name, transform and unit (``target``);
 see :mod:`cgcnn.checkpoint`.
 
-The library functions take settings objects (:class:`TrainSettings`,
-:class:`FitSettings`, ...); :func:`main` maps the command line onto them.
+The library functions take settings objects (:mod:`cgcnn.settings`); :func:`main`
+maps the command line onto them.  The training loop itself is :mod:`cgcnn.fit`.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,172 +45,21 @@ from cgcnn.checkpoint import (
 from cgcnn.cli import add_compat_options, add_graph_options, add_loader_options, check_counts, run_main
 from cgcnn.data import CIFData, GraphParams, collate_pool
 from cgcnn.files import check_output, save_csv
+from cgcnn.fit import finetune, fit_network, freeze_layers, make_optimizer, run_epoch
 from cgcnn.model import CrystalGraphConvNet
+from cgcnn.settings import FitSettings, NetworkSettings, SplitSettings, TrainSettings
 from cgcnn.source import SourceModel, choose_atom_init
 
 __all__ = [
-    "FitSettings", "NetworkSettings", "SplitSettings", "TrainSettings", "TrainResult", "split_indices",
-    "make_optimizer", "freeze_layers", "fit_network", "finetune", "train", "build_parser", "main",
+    "TrainResult", "split_indices", "train", "build_parser", "settings_from_args", "main",
+    # the settings and the training loop, defined in cgcnn.settings and cgcnn.fit
+    "FitSettings", "NetworkSettings", "SplitSettings", "TrainSettings", "make_optimizer", "freeze_layers",
+    "fit_network", "finetune",
 ]
-
-PathLike = str | os.PathLike
 
 
 # --------------------------------------------------------------------------------------------------
-# settings
-
-
-@dataclass
-class FitSettings:
-    """How :func:`fit_network` trains: upstream ``main.py``'s optimisation options.
-
-    Attributes
-    ----------
-    epochs : int
-        Last epoch, counted from 0 (``epochs - start_epoch`` are run).
-    lr : float
-        Learning rate.
-    optim : {"SGD", "Adam"}
-    momentum : float
-        SGD momentum.
-    weight_decay : float
-    lr_milestones : tuple of int
-        Epochs where ``MultiStepLR`` divides the rate by 10.
-    batch_size, workers : int
-        DataLoader settings.
-    patience : int
-        Stop after this many epochs without a better validation metric (0: never).
-    seed : int
-        Seed of the batch shuffling.
-    print_freq : int
-        Epochs between progress lines on stderr (0: none; the best epochs and the
-        last one are always shown otherwise).
-    """
-
-    epochs: int = 30
-    lr: float = 0.01
-    optim: str = "SGD"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_milestones: tuple[int, ...] = (100,)
-    batch_size: int = 256
-    workers: int = 0
-    patience: int = 0
-    seed: int = 0
-    print_freq: int = 0
-
-
-@dataclass
-class NetworkSettings:
-    """Sizes of a new CGCNN (upstream defaults): atom feature length after the
-    embedding, hidden length after pooling (= ``crys_fea`` length), convolutions,
-    hidden layers."""
-
-    atom_fea_len: int = 64
-    h_fea_len: int = 128
-    n_conv: int = 3
-    n_h: int = 1
-
-
-@dataclass
-class SplitSettings:
-    """The train/validation/test split of :func:`split_indices` (sizes win over ratios)."""
-
-    train_ratio: float | None = None
-    val_ratio: float = 0.1
-    test_ratio: float = 0.1
-    train_size: int | None = None
-    val_size: int | None = None
-    test_size: int | None = None
-
-
-@dataclass
-class TrainSettings:
-    """Everything :func:`train` needs; ``python -m cgcnn.train`` fills it from its options.
-
-    Attributes
-    ----------
-    data : path
-        CGCNN data folder with targets.
-    out_dir : path
-        Folder for ``checkpoint.pth.tar``, ``model_best.pth.tar`` and ``test_results.csv``.
-    task : {"regression", "classification"}
-    fit, network, split
-        See :class:`FitSettings`, :class:`NetworkSettings`, :class:`SplitSettings`;
-        ``fit.seed`` also seeds the split, the normalizer sample and the initialisation.
-    graph : GraphParams
-        Graph parameters of a new network (a pretrained one keeps its own).
-    atom_init : path, optional
-        Atom feature table (default: ``data/atom_init.json``, else a pretrained model's).
-    cache_dir : path, optional
-        Folder for crystal graphs cached across runs.
-    target : dict
-        ``name``, ``transform`` and ``unit`` of the target, stored in the checkpoint.  With
-        ``pretrained`` and the default name ``"target"``, the pretrained model's is kept.
-    resume : path, optional
-        A checkpoint of this training to continue (weights, optimizer, normalizer, epoch).
-    start_epoch : int
-        First epoch of a fresh run (the learning-rate schedule starts there); a
-        resumed run starts at its checkpoint's epoch.
-    pretrained : path, optional
-        Start from this checkpoint's network (staged fine-tuning).
-    freeze_embedding : bool
-        Keep the embedding layer fixed.
-    freeze_convs : int
-        Keep the first K convolutions fixed.
-    disable_cuda : bool
-        Upstream's option, recorded in the checkpoint; training runs on the CPU either way.
-    """
-
-    data: PathLike
-    out_dir: PathLike = "."
-    task: str = "regression"
-    fit: FitSettings = field(default_factory=FitSettings)
-    network: NetworkSettings = field(default_factory=NetworkSettings)
-    split: SplitSettings = field(default_factory=SplitSettings)
-    graph: GraphParams = field(default_factory=GraphParams)
-    atom_init: PathLike | None = None
-    cache_dir: PathLike | None = None
-    target: dict = field(default_factory=lambda: {"name": "target", "transform": "none", "unit": ""})
-    resume: PathLike | None = None
-    start_epoch: int = 0
-    pretrained: PathLike | None = None
-    freeze_embedding: bool = False
-    freeze_convs: int = 0
-    disable_cuda: bool = False
-
-    @property
-    def classification(self) -> bool:
-        return self.task == "classification"
-
-    def record(self, graph: GraphParams | None = None) -> dict:
-        """The checkpoint's ``args``: the options by their command-line names, as upstream
-        stores them, with paths by name only (a checkpoint carries no folder of the machine
-        it was trained on), plus ``data_options`` and ``graph`` (the parameters used: those
-        of ``graph`` when given, e.g. a pretrained model's, else :attr:`graph`)."""
-        name = lambda v: Path(v).name if v else v
-        fit, net, split = self.fit, self.network, self.split
-        record = {
-            "data": name(self.data), "task": self.task, "disable_cuda": self.disable_cuda, "workers": fit.workers,
-            "epochs": fit.epochs,
-            "start_epoch": self.start_epoch, "batch_size": fit.batch_size, "lr": fit.lr,
-            "lr_milestones": list(fit.lr_milestones), "momentum": fit.momentum, "weight_decay": fit.weight_decay,
-            "print_freq": fit.print_freq, "resume": name(self.resume) or "",
-            "train_ratio": split.train_ratio, "train_size": split.train_size, "val_ratio": split.val_ratio,
-            "val_size": split.val_size, "test_ratio": split.test_ratio, "test_size": split.test_size,
-            "optim": fit.optim, "atom_fea_len": net.atom_fea_len, "h_fea_len": net.h_fea_len, "n_conv": net.n_conv,
-            "n_h": net.n_h, "radius": self.graph.radius, "max_num_nbr": self.graph.max_num_nbr,
-            "step": self.graph.step, "atom_init": name(self.atom_init), "seed": fit.seed,
-            "out_dir": name(self.out_dir), "cache_dir": name(self.cache_dir),
-            "target_name": self.target.get("name", "target"),
-            "target_transform": self.target.get("transform", "none"), "target_unit": self.target.get("unit", ""),
-            "pretrained": name(self.pretrained), "freeze_embedding": self.freeze_embedding,
-            "freeze_convs": self.freeze_convs, "patience": fit.patience,
-        }
-        record["data_options"] = [record["data"]]
-        record["graph"] = (graph or self.graph).as_dict()
-        return record
-
+# a training run
 
 @dataclass
 class TrainResult:
@@ -269,301 +115,6 @@ def split_indices(n: int, seed: int, train_ratio=None, val_ratio=0.1, test_ratio
     perm = np.random.RandomState(seed).permutation(n)
     return perm[:n_train], perm[n_train:n_train + n_val], perm[n - n_test:] if n_test else perm[:0]
 
-
-class _Meter:
-    def __init__(self):
-        self.sum = 0.0
-        self.n = 0
-
-    def update(self, value: float, n: int) -> None:
-        self.sum += value * n
-        self.n += n
-
-    @property
-    def avg(self) -> float:
-        return self.sum / max(self.n, 1)
-
-
-def _epoch(net, loader, normalizer, criterion, optimizer=None, classification=False, collect=False, frozen=()):
-    """One pass; trains when ``optimizer`` is given.  Returns (loss, metric, rows).
-
-    ``frozen`` modules stay in evaluation mode (their BatchNorm statistics fixed)."""
-    training = optimizer is not None
-    net.train(training)
-    for module in frozen:
-        module.eval()
-    loss_m, err_m = _Meter(), _Meter()
-    rows = []
-    with torch.set_grad_enabled(training):
-        for (atom_fea, nbr_fea, nbr_fea_idx, crystal_atom_idx), target, cif_ids in loader:
-            out = net(atom_fea, nbr_fea, nbr_fea_idx, crystal_atom_idx)
-            if classification:
-                labels = target.view(-1).long()
-                loss = criterion(out, labels)
-                metric = (out.argmax(1) == labels).float().mean().item()
-                pred = torch.exp(out[:, 1])
-            else:
-                loss = criterion(out, normalizer.norm(target))
-                pred = normalizer.denorm(out.detach())
-                metric = torch.mean(torch.abs(target - pred)).item()
-            if training:
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            n = target.size(0)
-            loss_m.update(loss.item(), n)
-            err_m.update(metric, n)
-            if collect:
-                rows.extend(zip(cif_ids, target.view(-1).tolist(), pred.view(-1).tolist()))
-    return loss_m.avg, err_m.avg, rows
-
-
-def freeze_layers(net: CrystalGraphConvNet, embedding: bool = False, convs: int = 0) -> list[nn.Module]:
-    """Fix the parameters of the embedding (when ``embedding``) and of the first ``convs``
-    convolutions of ``net`` (ParAIsite's staged fine-tuning).
-
-    Returns
-    -------
-    list of nn.Module
-        The frozen modules; pass them as ``frozen`` to :func:`fit_network` so that they
-        also stay in evaluation mode (BatchNorm statistics fixed).
-    """
-    frozen = ([net.embedding] if embedding else []) + list(net.convs[:convs])
-    for module in frozen:
-        for p in module.parameters():
-            p.requires_grad_(False)
-    return frozen
-
-
-def make_optimizer(net: nn.Module, optim: str = "SGD", lr: float = 0.01, momentum: float = 0.9,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """An optimizer of the parameters of ``net`` that require gradients.
-
-    ``optim`` is ``"SGD"`` (with ``momentum``) or ``"Adam"``, as upstream ``main.py``.
-
-    Raises
-    ------
-    InputError
-        For another ``optim``.
-    """
-    trainable = [p for p in net.parameters() if p.requires_grad]
-    if optim == "SGD":
-        return torch.optim.SGD(trainable, lr, momentum=momentum, weight_decay=weight_decay)
-    if optim == "Adam":
-        return torch.optim.Adam(trainable, lr, weight_decay=weight_decay)
-    raise InputError(f"unknown optimizer {optim!r}; choose SGD or Adam")
-
-
-#: ``on_epoch(epoch, net, optimizer, best, is_best)``, called after each epoch.
-EpochCallback = Callable[[int, CrystalGraphConvNet, torch.optim.Optimizer, float, bool], None]
-
-
-@dataclass
-class _Loop:
-    """The epoch loop of :func:`fit_network` and what it needs."""
-
-    net: CrystalGraphConvNet
-    train_loader: DataLoader
-    val_loader: DataLoader
-    normalizer: Normalizer
-    criterion: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    fit: FitSettings
-    classification: bool
-    frozen: Sequence[nn.Module]
-    on_epoch: EpochCallback | None
-    t0: float
-
-    def run(self, start_epoch: int, best: float):
-        """Epochs ``start_epoch .. fit.epochs - 1``; returns the best metric and its weights (or None)."""
-        fit, metric_name = self.fit, "accuracy" if self.classification else "MAE"
-        since_best = 0
-        best_state = None
-        for epoch in range(start_epoch, fit.epochs):
-            tl, te, _ = _epoch(self.net, self.train_loader, self.normalizer, self.criterion, self.optimizer,
-                               self.classification, frozen=self.frozen)
-            vl, ve, _ = _epoch(self.net, self.val_loader, self.normalizer, self.criterion, None, self.classification)
-            if ve != ve:
-                raise InputError("validation error is NaN: training diverged (try a smaller --lr)")
-            self.scheduler.step()
-            is_best = ve > best if self.classification else ve < best
-            if is_best:
-                best, since_best = ve, 0
-                best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-            else:
-                since_best += 1
-            if self.on_epoch is not None:
-                self.on_epoch(epoch, self.net, self.optimizer, best, is_best)
-            if fit.print_freq and ((epoch + 1) % fit.print_freq == 0 or is_best or epoch + 1 == fit.epochs):
-                print(f"epoch {epoch + 1:4d}/{fit.epochs}  train loss {tl:.4f} {metric_name} {te:.4f}  "
-                      f"val loss {vl:.4f} {metric_name} {ve:.4f}{' *' if is_best else '  '}  "
-                      f"{time.time() - self.t0:7.1f} s", file=sys.stderr, flush=True)
-            if fit.patience and since_best >= fit.patience:
-                if fit.print_freq:
-                    print(f"early stop: validation {metric_name} has not improved for {fit.patience} epochs",
-                          file=sys.stderr)
-                break
-        return best, best_state
-
-
-def _fit_settings(fit, legacy: dict) -> FitSettings:
-    """``fit`` as :class:`FitSettings`; an int is the old call ``fit_network(..., epochs, lr=..., ...)``."""
-    if isinstance(fit, FitSettings):
-        if legacy:
-            raise TypeError(f"fit_network() got unexpected keyword arguments {sorted(legacy)}")
-        return fit
-    names = {f.name for f in dataclasses.fields(FitSettings)}
-    unknown = sorted(set(legacy) - names)
-    if unknown:
-        raise TypeError(f"fit_network() got unexpected keyword arguments {unknown}")
-    if "lr_milestones" in legacy:
-        legacy = {**legacy, "lr_milestones": tuple(legacy["lr_milestones"])}
-    return FitSettings(epochs=int(fit), **legacy)
-
-
-def fit_network(net: CrystalGraphConvNet, dataset, train_idx, val_idx, normalizer: Normalizer,
-                fit: FitSettings | int, *, classification: bool = False, frozen: Sequence[nn.Module] = (),
-                optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0, best: float | None = None,
-                on_epoch: EpochCallback | None = None, t0: float | None = None,
-                **legacy) -> CrystalGraphConvNet:
-    """Train ``net`` on rows ``train_idx`` of ``dataset``, choosing on the MAE of rows ``val_idx``.
-
-    The training loop of upstream CGCNN ``main.py`` (T. Xie, J. C. Grossman, PRL 120,
-    145301 (2018)): MSE on normalised targets (NLL for classification), ``MultiStepLR``
-    dropping the rate tenfold at ``fit.lr_milestones``, shuffled batches drawn with a
-    generator seeded by ``fit.seed``; with ``fit.patience``, the early stop of ParAIsite
-    (L. Klochko et al., arXiv:2411.18259).  Deterministic algorithms are switched on for
-    the call, so the same settings give the same weights.
-
-    Parameters
-    ----------
-    net : CrystalGraphConvNet
-        Trained in place (e.g. a copy of a pretrained source network).
-    dataset : CIFData
-        Crystal graphs with targets.
-    train_idx, val_idx : ndarray of int
-        Rows to train on and to choose the best epoch on (the training rows when empty).
-    normalizer : Normalizer
-        Target normalizer (the loss is taken on normalised targets).
-    fit : FitSettings
-        Epochs, optimizer, schedule, batches, patience, seed, progress lines.  (An int
-        with the old keyword arguments ``lr=``, ``optim=``, ... is still accepted, as
-        :class:`FitSettings` fields.)
-    classification : bool
-        NLL loss and accuracy instead of MSE and MAE.
-    frozen : sequence of nn.Module
-        Modules whose parameters stay fixed and which stay in evaluation mode
-        (see :func:`freeze_layers`).
-    optimizer : torch.optim.Optimizer, optional
-        An optimizer already built (e.g. with a resumed state); by default one of the
-        trainable parameters, as :func:`make_optimizer` with ``fit``'s settings.
-    start_epoch : int
-        First epoch; the learning rate is the schedule's at that epoch.
-    best : float, optional
-        Best validation metric so far (a resumed run).
-    on_epoch : callable, optional
-        Called as ``on_epoch(epoch, net, optimizer, best, is_best)`` after each epoch,
-        e.g. to save checkpoints.
-    t0 : float, optional
-        ``time.time()`` the progress lines count from (default: the call).
-
-    Returns
-    -------
-    CrystalGraphConvNet
-        ``net``, in evaluation mode, holding the weights of its best validation epoch of
-        this call (the last weights when none improved on ``best``).
-
-    Raises
-    ------
-    InputError
-        If the validation error becomes NaN (training diverged), or ``fit.optim`` is unknown.
-    """
-    fit = _fit_settings(fit, legacy)
-    t0 = time.time() if t0 is None else t0
-    for module in frozen:
-        for p in module.parameters():
-            p.requires_grad_(False)
-    if optimizer is None:
-        optimizer = make_optimizer(net, fit.optim, fit.lr, fit.momentum, fit.weight_decay)
-    if best is None:
-        best = -np.inf if classification else np.inf
-    for group in optimizer.param_groups:  # MultiStepLR starting past epoch 0 needs it
-        group.setdefault("initial_lr", group["lr"])
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(fit.lr_milestones), gamma=0.1,
-                                                     last_epoch=start_epoch - 1 if start_epoch else -1)
-    if start_epoch:  # the rate of epoch start_epoch, whether the optimizer is fresh or resumed
-        drops = sum(m <= start_epoch for m in fit.lr_milestones)
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
-            for _ in range(drops):
-                group["lr"] *= 0.1  # as MultiStepLR multiplies, step by step
-    gen = torch.Generator().manual_seed(fit.seed)
-    loader = lambda idx, shuffle: DataLoader(
-        Subset(dataset, idx), batch_size=fit.batch_size, shuffle=shuffle, num_workers=fit.workers,
-        collate_fn=collate_pool, generator=gen if shuffle else None)
-    loop = _Loop(net=net, train_loader=loader(train_idx, True),
-                 val_loader=loader(val_idx if len(val_idx) else train_idx, False), normalizer=normalizer,
-                 criterion=nn.NLLLoss() if classification else nn.MSELoss(), optimizer=optimizer,
-                 scheduler=scheduler, fit=fit, classification=classification, frozen=frozen, on_epoch=on_epoch,
-                 t0=t0)
-    # With several threads the backward of the neighbour gather accumulates in a
-    # varying order; deterministic algorithms make the same seed give the same model.
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        _, best_state = loop.run(start_epoch, best)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    return net
-
-
-def finetune(source: SourceModel, dataset, train_idx, val_idx, fit: FitSettings, *, freeze_embedding: bool = True,
-             freeze_convs: int = 0) -> SourceModel:
-    """Staged fine-tuning (ParAIsite, L. Klochko et al., arXiv:2411.18259) of a copy of a source model.
-
-    The same steps as ``python -m cgcnn.train --pretrained``: the normalizer of the
-    training targets (:meth:`Normalizer.from_targets`, seed ``fit.seed``), the chosen
-    layers frozen, then :func:`fit_network`.  ``source`` itself is not changed.
-
-    Parameters
-    ----------
-    source : SourceModel
-        The pretrained model (a regression).
-    dataset : CIFData
-        Crystal graphs with targets, e.g. ``source.dataset(folder)``.
-    train_idx, val_idx : ndarray of int
-        Rows to train on and to choose the best epoch on.
-    fit : FitSettings
-    freeze_embedding : bool
-        Keep the embedding fixed (default, as evaluate's ``finetune`` row).
-    freeze_convs : int
-        Keep the first K convolutions fixed.
-
-    Returns
-    -------
-    SourceModel
-        A copy of ``source`` with the tuned network (evaluation mode) and the new normalizer.
-
-    Raises
-    ------
-    InputError
-        As :func:`fit_network`; a dataset without targets.
-    """
-    if not dataset.has_targets:
-        raise InputError(f"{dataset.root / 'id_prop.csv'}: fine-tuning needs targets (cif_id,target rows)")
-    net = copy.deepcopy(source.net)
-    normalizer = Normalizer.from_targets(dataset.targets[train_idx], seed=fit.seed)
-    frozen = freeze_layers(net, freeze_embedding, freeze_convs)
-    fit_network(net, dataset, train_idx, val_idx, normalizer, fit, frozen=frozen)
-    return dataclasses.replace(source, net=net, normalizer=normalizer)
-
-
-# --------------------------------------------------------------------------------------------------
-# the training run of python -m cgcnn.train
 
 
 def _resume(settings: TrainSettings, net, optimizer, normalizer: Normalizer):
@@ -684,7 +235,7 @@ def train(settings: TrainSettings) -> TrainResult:
                                  num_workers=fit.workers, collate_fn=collate_pool)
         criterion = nn.NLLLoss() if classification else nn.MSELoss()
         net.load_state_dict(load_checkpoint(best_path)["state_dict"])
-        _, test_metric, rows = _epoch(net, test_loader, normalizer, criterion, None, classification, collect=True)
+        _, test_metric, rows = run_epoch(net, test_loader, normalizer, criterion, None, classification, collect=True)
         save_csv(pd.DataFrame(rows, columns=["cif_id", "target", "prediction"]), out_dir / "test_results.csv",
                  float_format=None)
         metric_name = "accuracy" if classification else "MAE"
