@@ -63,8 +63,9 @@ def _numpy_safe_globals() -> list:
     ``numpy.core.multiarray.scalar``, numpy 2 writes ``numpy._core.multiarray.scalar``.
     torch matches the pickled name against ``{__module__}.{__qualname__}`` of each
     allowed object, so each is also given under its other name with torch's
-    ``(object, "module.name")`` form (upstream's ``semi-metal-classification.pth.tar``
-    holds ``numpy.core.multiarray.scalar``, refused under numpy 2 without it).
+    ``(object, "module.name")`` form, which torch takes from 2.6 on (upstream's
+    ``semi-metal-classification.pth.tar`` holds ``numpy.core.multiarray.scalar``,
+    refused under numpy 2 without it).
     """
     try:
         from numpy._core import multiarray
