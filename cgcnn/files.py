@@ -23,8 +23,8 @@ from typing import Any
 from cgcnn import InputError
 
 __all__ = [
-    "PACKAGE_ATOM_INIT", "check_output", "save_atomic", "save_text", "save_csv", "save_id_prop", "file_sha256",
-    "write_data_folder",
+    "PACKAGE_ATOM_INIT", "check_output", "check_output_dir", "save_atomic", "save_text", "save_csv", "save_id_prop",
+    "file_sha256", "write_data_folder",
 ]
 
 #: The atom feature table shipped with the package (the bundled models were trained with it).
@@ -72,6 +72,52 @@ def check_output(path: str | os.PathLike) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{path}: folder {folder} is not writable")
     return path
+
+
+def check_output_dir(folder: str | os.PathLike, files: tuple[str, ...] = (), must_exist: bool = False) -> Path:
+    """Check, creating nothing, that ``folder`` is (or can be made) a writable output folder.
+
+    The one check of output folders (``--out-dir``), run before a long job so it fails at once.
+
+    Parameters
+    ----------
+    folder : path
+    files : tuple of str
+        Names of files to be written in it; each is checked as :func:`check_output` when
+        the folder exists.
+    must_exist : bool
+        Refuse a folder that does not exist yet (``python -m cgcnn.train``, as upstream);
+        otherwise its nearest existing ancestor must be a writable folder.
+
+    Returns
+    -------
+    Path
+        ``folder``.
+
+    Raises
+    ------
+    InputError
+        Naming the folder: it does not exist (with ``must_exist``), is not a folder, or
+        cannot be written or created.
+    """
+    out = Path(folder)
+    if out.exists() or must_exist:
+        if not out.is_dir():
+            what = "is not a folder" if out.exists() else "output folder does not exist"
+            raise InputError(f"{out}: {what}")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise InputError(f"{out}: output folder is not writable")
+        for name in files:
+            check_output(out / name)
+        return out
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{out}: cannot create the output folder ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: cannot create the output folder ({parent} is not writable)")
+    return out
 
 
 def _umask() -> int:

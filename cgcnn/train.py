@@ -44,14 +44,17 @@ from cgcnn.checkpoint import (
 )
 from cgcnn.cli import add_compat_options, add_graph_options, add_loader_options, check_counts, run_main
 from cgcnn.data import CIFData, GraphParams, collate_pool
-from cgcnn.files import check_output, save_csv
+from cgcnn.files import check_output_dir, save_csv
 from cgcnn.fit import finetune, fit_network, freeze_layers, make_optimizer, run_epoch
 from cgcnn.model import CrystalGraphConvNet
 from cgcnn.settings import FitSettings, NetworkSettings, SplitSettings, TrainSettings
 from cgcnn.source import SourceModel, choose_atom_init
 
+#: The files a training run writes into its output folder.
+OUTPUTS = ("checkpoint.pth.tar", "model_best.pth.tar", "test_results.csv")
+
 __all__ = [
-    "TrainResult", "split_indices", "train", "build_parser", "settings_from_args", "main",
+    "OUTPUTS", "TrainResult", "split_indices", "train", "build_parser", "settings_from_args", "main",
     # the settings and the training loop, defined in cgcnn.settings and cgcnn.fit
     "FitSettings", "NetworkSettings", "SplitSettings", "TrainSettings", "make_optimizer", "freeze_layers",
     "fit_network", "finetune",
@@ -169,10 +172,7 @@ def train(settings: TrainSettings) -> TrainResult:
     t0 = time.time()
     fit = settings.fit
     torch.manual_seed(fit.seed)
-    out_dir = Path(settings.out_dir)
-    if not out_dir.is_dir():
-        raise InputError(f"{out_dir}: output folder does not exist")
-    check_output(out_dir / "checkpoint.pth.tar")
+    out_dir = check_output_dir(settings.out_dir, OUTPUTS, must_exist=True)
     if settings.start_epoch >= fit.epochs and not settings.resume:
         raise InputError(f"--start-epoch {settings.start_epoch} leaves no epoch below --epochs {fit.epochs}")
     classification = settings.classification

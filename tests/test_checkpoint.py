@@ -284,3 +284,21 @@ def test_normalizer_sample_of_at_most_500():
     assert float(norm.mean) == pytest.approx(float(np.mean(sample.astype(np.float32))), rel=1e-6)
     few = Normalizer.from_targets(targets[:30], seed=4)
     assert float(few.mean) == pytest.approx(float(np.mean(targets[:30])), rel=1e-6)
+
+
+def test_check_output_dir(tmp_path):
+    from cgcnn.files import check_output_dir
+
+    assert check_output_dir(tmp_path, ("a.csv",)) == tmp_path
+    assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"  # can be made
+    assert not (tmp_path / "new").exists()  # nothing created
+    with pytest.raises(InputError, match="output folder does not exist"):
+        check_output_dir(tmp_path / "new", must_exist=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is not a folder"):
+        check_output_dir(tmp_path / "file")
+    with pytest.raises(InputError, match="cannot create the output folder"):
+        check_output_dir(tmp_path / "file" / "sub")
+    (tmp_path / "a.csv").mkdir()
+    with pytest.raises(InputError, match="a.csv: is a folder"):
+        check_output_dir(tmp_path, ("a.csv",))
