@@ -33,6 +33,7 @@ COLUMN = "kappa_300K_W_mK"  # κ_L at 300 K, W m⁻¹ K⁻¹; folders hold its l
 
 
 def main() -> None:
+    """Write the two evaluation folders into OUT (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="folder to write the CGCNN folders into")
     args = p.parse_args()

@@ -282,6 +282,8 @@ def _compare(table: dict[str, list[int]], other: dict[str, list[int]]) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m cgcnn.atom_init [--out PATH] [--compare REF]``: the table as JSON, to stdout or
+    written atomically to ``--out``; with ``--compare``, per-segment disagreement on stderr."""
     parser = argparse.ArgumentParser(
         description="Regenerate CGCNN's 92-bit atom_init.json from mendeleev data."
     )

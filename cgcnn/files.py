@@ -180,7 +180,13 @@ def save_atomic(obj: Any, path: str | os.PathLike, saver: Callable[[Any, Any], A
 
 
 def save_text(text: str, path: str | os.PathLike) -> None:
-    """Write ``text`` as UTF-8 with :func:`save_atomic` (line ends as given)."""
+    """Write ``text`` as UTF-8 with :func:`save_atomic` (line ends as given).
+
+    Raises
+    ------
+    InputError
+        The cases of :func:`save_atomic`.
+    """
     save_atomic(text, path, saver=lambda t, f: f.write(t.encode("utf-8")))
 
 

@@ -142,6 +142,7 @@ class TrainSettings:
 
     @property
     def classification(self) -> bool:
+        """Whether :attr:`task` is ``"classification"`` (NLL loss, accuracy)."""
         return self.task == "classification"
 
     def record(self, graph: GraphParams | None = None) -> dict:

@@ -69,6 +69,8 @@ def build_folder(source: Path, work: Path, prop: str = "kappa", rows=None) -> Pa
 
 
 def main(argv=None) -> int:
+    """Build the folder of ``--property``, train it with the model card's options (cgcnn.train)
+    and copy the best model to ``--export``; 0 on success (faults raise InputError)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--source", default=str(SHARED), help="the AFLOW-AGL folder (kappa.csv, cif/)")
     p.add_argument("--property", default="kappa", choices=sorted(PROPERTIES))
