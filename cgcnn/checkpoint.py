@@ -34,7 +34,7 @@ from cgcnn.files import check_output, file_sha256, save_atomic, save_csv
 
 __all__ = [
     "PROJECT_KEYS", "NORMALIZER_SAMPLE", "Normalizer", "ModelInfo", "load_checkpoint", "make_checkpoint",
-    "save_checkpoint", "normalizer_from_checkpoint",
+    "save_checkpoint", "normalizer_from_checkpoint", "state_dict_mismatch",
     # re-exported from cgcnn.files (SourceModel, from cgcnn.source, is imported on first use)
     "check_output", "save_atomic", "save_csv", "file_sha256",
 ]
@@ -268,6 +268,29 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     ):
         raise InputError(f"{path}: not a CGCNN checkpoint (no state_dict with embedding.weight)")
     return ckpt
+
+
+def state_dict_mismatch(expected: dict, found: dict, limit: int = 3) -> str | None:
+    """How a checkpoint's ``state_dict`` (``found``) differs from a network's (``expected``), in one
+    line, or None when every key and shape agrees.
+
+    Names up to ``limit`` differences of each kind, e.g. ``embedding.weight is 8x92 in the
+    checkpoint, 64x92 here; convs.2.fc_full.weight missing from the checkpoint``.
+    """
+    shape = lambda t: "x".join(map(str, tuple(getattr(t, "shape", ())))) or "a scalar"
+    parts = []
+    differ = [k for k in expected if k in found and tuple(getattr(found[k], "shape", ())) !=
+              tuple(getattr(expected[k], "shape", ()))]
+    parts += [f"{k} is {shape(found[k])} in the checkpoint, {shape(expected[k])} here" for k in differ[:limit]]
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    for keys, where in ((missing, "missing from the checkpoint"), (extra, "in the checkpoint, not in this model")):
+        if keys:
+            more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+            parts.append(f"{', '.join(keys[:limit])}{more} {where}")
+    if len(differ) > limit:
+        parts.append(f"{len(differ) - limit} more shapes differ")
+    return "; ".join(parts) or None
 
 
 def normalizer_from_checkpoint(ckpt: dict, path: str | os.PathLike, required: bool = False) -> Normalizer:

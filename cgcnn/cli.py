@@ -29,26 +29,70 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except InputError as exc:
         print("error: " + " ".join(str(exc).split("\n")), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; earlier output files are left as they were", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # an OutputSet's interrupt after its files were renamed says so
+        print(str(exc) or "interrupted; earlier output files are left as they were", file=sys.stderr)
         return 130
 
 
-def check_counts(args, at_least_one: tuple[str, ...] = ("batch_size",), non_negative: tuple[str, ...] = ("workers",)):
-    """Refuse count options out of range: those in ``at_least_one`` must be ≥ 1, those in
-    ``non_negative`` ≥ 0 (attribute names of the parsed ``args``).
+#: Largest seed: numpy's ``RandomState`` takes 0 ... 2**32 - 1 (torch takes more).
+MAX_SEED = 2**32 - 1
+
+
+def seed_value(text: str) -> int:
+    """argparse ``type`` of a seed: an integer in 0 ... 2**32 - 1 (what ``np.random.RandomState``
+    and ``torch.manual_seed`` both take).
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        For anything else; argparse turns it into a one-line error and exit 2.
+    """
+    try:
+        value = int(text, 10)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; a seed is 0 ... 2**32 - 1 "
+                                         f"({MAX_SEED})") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 ... 2**32 - 1 ({MAX_SEED})")
+    return value
+
+
+def add_seed_option(parser: argparse.ArgumentParser, default: int = 0,
+                    help: str = "random seed") -> None:
+    """``--seed N`` (default ``default``), refused by argparse outside 0 ... 2**32 - 1 (:func:`seed_value`)."""
+    parser.add_argument("--seed", default=default, type=seed_value, metavar="N",
+                        help=f"{help}, 0 ... 2**32-1 (default: %(default)s)")
+
+
+def check_counts(args, at_least_one: tuple[str, ...] = ("batch_size",), non_negative: tuple[str, ...] = ("workers",),
+                 positive: tuple[str, ...] = (), fractions: tuple[str, ...] = ()):
+    """Refuse numeric options out of range (attribute names of the parsed ``args``; a value
+    of None, an option not given, is not checked): those in ``at_least_one`` must be ≥ 1,
+    ``non_negative`` ≥ 0, ``positive`` > 0 (and finite), ``fractions`` within 0 ... 1.
 
     Raises
     ------
     InputError
         Naming the option, e.g. ``--batch-size must be at least 1, not 0``.
     """
-    for name in at_least_one:
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
-    for name in non_negative:
-        if getattr(args, name) < 0:
-            raise InputError(f"--{name.replace('_', '-')} must not be negative, not {getattr(args, name)}")
+    def values(names):
+        for name in names:
+            value = getattr(args, name)
+            if value is not None:
+                yield f"--{name.replace('_', '-')}", value
+
+    for option, value in values(at_least_one):
+        if value < 1:
+            raise InputError(f"{option} must be at least 1, not {value}")
+    for option, value in values(non_negative):
+        if value < 0:
+            raise InputError(f"{option} must not be negative, not {value}")
+    for option, value in values(positive):
+        if not 0 < value < float("inf"):
+            raise InputError(f"{option} must be a positive number, not {value}")
+    for option, value in values(fractions):
+        if not 0 <= value <= 1:
+            raise InputError(f"{option} must be between 0 and 1, not {value}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from cgcnn.cli import (
     check_counts,
     run_main,
 )
-from cgcnn.files import check_output, save_csv
+from cgcnn.files import OutputSet
 from cgcnn.source import SourceModel
 
 __all__ = ["predict", "main"]
@@ -98,13 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     add_quiet_option(parser)
     args = parser.parse_args(argv)
     check_counts(args)
-    out = check_output(args.out)  # before the long part
+    out = Path(args.out)
+    folder = Path(args.cifpath)
+    outs = OutputSet({"--out": out}, inputs={  # checked before the long part
+        "model": args.modelpath, "id_prop.csv": folder / "id_prop.csv",
+        "atom_init.json": args.atom_init or folder / "atom_init.json"})
 
     frame = predict(
         args.modelpath, args.cifpath, atom_init=args.atom_init, batch_size=args.batch_size,
         workers=args.workers, cache_dir=args.cache_dir, progress=not args.quiet,
     )
-    save_csv(frame, out, float_format=None)
+    with outs:
+        outs.write_csv(out, frame, float_format=None)
     known = frame["target"].notna()
     if known.any():
         mae = float(np.mean(np.abs(frame.loc[known, "prediction"] - frame.loc[known, "target"])))

@@ -10,10 +10,12 @@ are upstream CGCNN ``main.py``'s (T. Xie, J. C. Grossman, PRL 120, 145301 (2018)
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cgcnn import InputError
 from cgcnn.data import GraphParams
 
 __all__ = ["FitSettings", "NetworkSettings", "SplitSettings", "TrainSettings"]
@@ -139,6 +141,51 @@ class TrainSettings:
     freeze_embedding: bool = False
     freeze_convs: int = 0
     disable_cuda: bool = False
+
+    def check(self) -> None:
+        """Refuse settings that make no sense, before any work, naming the command-line option.
+
+        Counts (``--epochs``, ``--batch-size``, ``--max-num-nbr``, network sizes) must be at
+        least 1; ``--workers``, ``--start-epoch``, ``--patience``, ``--freeze-convs`` and the
+        split sizes not negative; ``--radius``, ``--step`` and ``--lr`` positive, with
+        ``--step`` below ``--radius``; the split ratios within 0 ... 1; ``--seed`` within
+        0 ... 2**32 - 1.
+
+        Raises
+        ------
+        InputError
+            One line naming the first bad option and its value.
+        """
+        fit, net, split, graph = self.fit, self.network, self.split, self.graph
+        at_least_one = {"--epochs": fit.epochs, "--batch-size": fit.batch_size, "--max-num-nbr": graph.max_num_nbr,
+                        "--atom-fea-len": net.atom_fea_len, "--h-fea-len": net.h_fea_len, "--n-conv": net.n_conv,
+                        "--n-h": net.n_h, "--train-size": split.train_size}
+        non_negative = {"--workers": fit.workers, "--start-epoch": self.start_epoch, "--patience": fit.patience,
+                        "--freeze-convs": self.freeze_convs, "--val-size": split.val_size,
+                        "--test-size": split.test_size, "--weight-decay": fit.weight_decay,
+                        "--momentum": fit.momentum}
+        positive = {"--radius": graph.radius, "--step": graph.step, "--lr": fit.lr}
+        fractions = {"--train-ratio": split.train_ratio, "--val-ratio": split.val_ratio,
+                     "--test-ratio": split.test_ratio}
+        for option, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise InputError(f"{option} must be at least 1, not {value}")
+        for option, value in non_negative.items():
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                raise InputError(f"{option} must not be negative, not {value}")
+        for option, value in positive.items():
+            if not (value > 0 and math.isfinite(value)):
+                raise InputError(f"{option} must be a positive number, not {value}")
+        for option, value in fractions.items():
+            if value is not None and not 0 <= value <= 1:
+                raise InputError(f"{option} must be between 0 and 1, not {value}")
+        if graph.step >= graph.radius - graph.dmin:
+            raise InputError(f"--step {graph.step} must be smaller than --radius {graph.radius} "
+                             "(the Gaussians span 0 ... radius)")
+        if not 0 <= fit.seed <= 2**32 - 1:
+            raise InputError(f"--seed must be within 0 ... 2**32 - 1, not {fit.seed}")
+        if self.task not in ("regression", "classification"):
+            raise InputError(f"--task must be regression or classification, not {self.task!r}")
 
     @property
     def classification(self) -> bool:

@@ -40,11 +40,11 @@ from cgcnn.checkpoint import (
     load_checkpoint,
     make_checkpoint,
     normalizer_from_checkpoint,
-    save_checkpoint,
+    state_dict_mismatch,
 )
-from cgcnn.cli import add_compat_options, add_graph_options, add_loader_options, check_counts, run_main
+from cgcnn.cli import add_compat_options, add_graph_options, add_loader_options, add_seed_option, run_main
 from cgcnn.data import CIFData, GraphParams, collate_pool
-from cgcnn.files import check_output_dir, save_csv
+from cgcnn.files import OutputSet, check_output_dir
 from cgcnn.fit import finetune, fit_network, freeze_layers, make_optimizer, run_epoch
 from cgcnn.model import CrystalGraphConvNet
 from cgcnn.settings import FitSettings, NetworkSettings, SplitSettings, TrainSettings
@@ -106,8 +106,15 @@ def split_indices(n: int, seed: int, train_ratio=None, val_ratio=0.1, test_ratio
     Raises
     ------
     InputError
-        If the sizes do not fit in ``n`` or the training split is empty.
+        If a ratio lies outside 0 ... 1 or a size is negative, the sizes do not fit in ``n``
+        or the training split is empty.
     """
+    for name, value in (("train_ratio", train_ratio), ("val_ratio", val_ratio), ("test_ratio", test_ratio)):
+        if value is not None and not 0 <= value <= 1:
+            raise InputError(f"--{name.replace('_', '-')} must be between 0 and 1, not {value}")
+    for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+        if value is not None and value < 0:
+            raise InputError(f"--{name.replace('_', '-')} must not be negative, not {value}")
     if train_ratio is None:
         train_ratio = 1 - val_ratio - test_ratio
     n_train = train_size if train_size is not None else int(train_ratio * n)
@@ -130,11 +137,20 @@ def _resume(settings: TrainSettings, net, optimizer, normalizer: Normalizer):
         of a regression, or has nothing left to train.
     """
     ckpt = load_checkpoint(settings.resume)
+    mismatch = state_dict_mismatch(net.state_dict(), ckpt["state_dict"])
+    if mismatch:
+        raise InputError(f"{settings.resume}: does not match this model ({mismatch}); give the options it was "
+                         f"trained with ({_shape_options(ckpt)})")
+    optim = (ckpt.get("args") or {}).get("optim")
+    if isinstance(optim, str) and optim != settings.fit.optim:
+        raise InputError(f"{settings.resume}: was trained with --optim {optim}, not {settings.fit.optim}; "
+                         f"give --optim {optim} to resume")
     try:
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise InputError(f"{settings.resume}: does not match this model ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"{settings.resume}: does not match this model ({cause})") from None
     if not settings.classification:  # a classifier keeps the fixed [0, 1] normalizer it does not use
         normalizer.load_state_dict(normalizer_from_checkpoint(ckpt, settings.resume, required=True).state_dict())
     try:
@@ -147,13 +163,27 @@ def _resume(settings: TrainSettings, net, optimizer, normalizer: Normalizer):
     return epoch, best
 
 
+def _shape_options(ckpt: dict) -> str:
+    """The network-size options a checkpoint records, as ``--atom-fea-len 8 --n-conv 1 ...``."""
+    args = ckpt.get("args") or {}
+    names = ("atom_fea_len", "h_fea_len", "n_conv", "n_h", "task")
+    given = [f"--{k.replace('_', '-')} {args[k]}" for k in names if k in args]
+    return " ".join(given) if given else "its args are not recorded"
+
+
 def train(settings: TrainSettings) -> TrainResult:
     """Train as upstream ``main.py``: split, normalizer, network, epochs, checkpoints, test.
 
-    Writes ``checkpoint.pth.tar`` after every epoch and ``model_best.pth.tar`` after each
-    better validation epoch (both through :func:`cgcnn.checkpoint.save_checkpoint`), then
-    ``test_results.csv`` (``cif_id,target,prediction``, test rows) of the best model, all
-    in ``settings.out_dir``; progress lines go to stderr.
+    The three outputs in ``settings.out_dir`` are one :class:`cgcnn.files.OutputSet`:
+    ``checkpoint.pth.tar`` is staged after every epoch and ``model_best.pth.tar`` after
+    each better validation epoch (each staging atomic), then ``test_results.csv``
+    (``cif_id,target,prediction``, test rows) of the best model; all are renamed over
+    the earlier files together when the run ends.  A run that fails or is interrupted
+    (Ctrl-C, SIGTERM) leaves every earlier output as it was and no temporary file.
+    Outputs that are inputs (the data folder's ``id_prop.csv``, the ``pretrained``
+    model, the ``atom_init`` file) are refused before any work; ``resume`` may name this
+    run's own ``checkpoint.pth.tar`` (upstream's way to continue), which is read first.
+    Progress lines go to stderr.
 
     Parameters
     ----------
@@ -166,13 +196,18 @@ def train(settings: TrainSettings) -> TrainResult:
     Raises
     ------
     InputError
-        Bad data folder, bad settings, a bad ``resume``/``pretrained`` checkpoint, an
-        unwritable output folder, a diverged training.
+        Bad data folder, bad settings (:meth:`TrainSettings.check`), a bad
+        ``resume``/``pretrained`` checkpoint, an unwritable output folder, an output that
+        is an input, a diverged training.
     """
     t0 = time.time()
+    settings.check()
     fit = settings.fit
     torch.manual_seed(fit.seed)
     out_dir = check_output_dir(settings.out_dir, OUTPUTS, must_exist=True)
+    outs = OutputSet({name: out_dir / name for name in OUTPUTS},
+                     inputs={"id_prop.csv": Path(settings.data) / "id_prop.csv", "--pretrained": settings.pretrained,
+                             "--atom-init": settings.atom_init})
     if settings.start_epoch >= fit.epochs and not settings.resume:
         raise InputError(f"--start-epoch {settings.start_epoch} leaves no epoch below --epochs {fit.epochs}")
     classification = settings.classification
@@ -217,30 +252,32 @@ def train(settings: TrainSettings) -> TrainResult:
     info = ModelInfo(atom_init=dataset.atom_init, graph=params, target=target)
     args = settings.record(graph=params)
     last = {"epoch": start_epoch, "best": best}
+    checkpoint_path, best_path, results_path = (out_dir / name for name in OUTPUTS)
 
     def save(epoch, net, optimizer, best, is_best):
         last.update(epoch=epoch, best=best)
         ckpt = make_checkpoint(net, optimizer, normalizer, epoch=epoch + 1, best=best, args=args, info=info)
-        save_checkpoint(ckpt, out_dir / "checkpoint.pth.tar")
+        outs.save(checkpoint_path, ckpt)
         if is_best:
-            save_checkpoint(ckpt, out_dir / "model_best.pth.tar")
-
-    fit_network(net, dataset, train_idx, val_idx, normalizer, fit, classification=classification, frozen=frozen,
-                optimizer=optimizer, start_epoch=start_epoch, best=best, on_epoch=save, t0=t0)
+            outs.save(best_path, ckpt)
 
     test_metric = None
-    best_path = out_dir / "model_best.pth.tar"
-    if len(test_idx) and best_path.exists():
-        test_loader = DataLoader(Subset(dataset, test_idx), batch_size=fit.batch_size, shuffle=False,
-                                 num_workers=fit.workers, collate_fn=collate_pool)
-        criterion = nn.NLLLoss() if classification else nn.MSELoss()
-        net.load_state_dict(load_checkpoint(best_path)["state_dict"])
-        _, test_metric, rows = run_epoch(net, test_loader, normalizer, criterion, None, classification, collect=True)
-        save_csv(pd.DataFrame(rows, columns=["cif_id", "target", "prediction"]), out_dir / "test_results.csv",
-                 float_format=None)
-        metric_name = "accuracy" if classification else "MAE"
-        print(f"test {metric_name} of the best model: {test_metric:.4f} on {len(test_idx)} crystals "
-              f"({out_dir / 'test_results.csv'})", file=sys.stderr)
+    with outs:
+        fit_network(net, dataset, train_idx, val_idx, normalizer, fit, classification=classification, frozen=frozen,
+                    optimizer=optimizer, start_epoch=start_epoch, best=best, on_epoch=save, t0=t0)
+        best_file = outs.current(best_path)  # this run's best, else (resumed, no better epoch) the earlier one
+        if len(test_idx) and best_file is not None:
+            test_loader = DataLoader(Subset(dataset, test_idx), batch_size=fit.batch_size, shuffle=False,
+                                     num_workers=fit.workers, collate_fn=collate_pool)
+            criterion = nn.NLLLoss() if classification else nn.MSELoss()
+            net.load_state_dict(load_checkpoint(best_file)["state_dict"])
+            _, test_metric, rows = run_epoch(net, test_loader, normalizer, criterion, None, classification,
+                                             collect=True)
+            outs.write_csv(results_path, pd.DataFrame(rows, columns=["cif_id", "target", "prediction"]),
+                           float_format=None)
+            metric_name = "accuracy" if classification else "MAE"
+            print(f"test {metric_name} of the best model: {test_metric:.4f} on {len(test_idx)} crystals "
+                  f"({results_path})", file=sys.stderr)
     return TrainResult(best_val=last["best"], test=test_metric, epochs=last["epoch"] + 1,
                        seconds=time.time() - t0)
 
@@ -284,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", default=0.2, type=float, help="Gaussian spacing (Å)")
     add_graph_options(p, atom_init_help="atom_init.json (default: DATA/atom_init.json, else the --pretrained "
                                         "model's table)")
-    p.add_argument("--seed", default=0, type=int, help="seed of split, normalizer sample and initialisation")
+    add_seed_option(p, help="seed of split, normalizer sample and initialisation")
     p.add_argument("--out-dir", default=".", help="folder for checkpoint.pth.tar, model_best.pth.tar, test_results.csv")
     p.add_argument("--target-name", default="target", help="name of the target stored in the checkpoint")
     p.add_argument("--target-transform", default="none", help="transform of the target, e.g. log10")
@@ -320,9 +357,10 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
 def main(argv: list[str] | None = None) -> int:
     """``python -m cgcnn.train``: parse, train, 0 on success (faults raise :class:`InputError`)."""
     args = build_parser().parse_args(argv)
-    check_counts(args, at_least_one=("batch_size", "epochs"), non_negative=("workers", "start_epoch"))
+    settings = settings_from_args(args)
+    settings.check()  # before anything else; train() checks again for library callers
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
-    train(settings_from_args(args))
+    train(settings)
     return 0
 
 
