@@ -16,6 +16,23 @@ command lines share), ``atom_init`` (the atom feature table).
 __version__ = "0.1.0"
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on: its affinity mask where the OS keeps one
+    (Linux: a container's or ``taskset``'s limit), else ``os.cpu_count()``.
+
+    The default number of graph-building processes (``workers=None`` of
+    :func:`cgcnn.data.build_graphs` and :meth:`cgcnn.source.SourceModel.run`, and
+    ``-j`` of ``python -m cgcnn.predict``).  Imports nothing heavy, so that a command
+    line can use it as an option's default.
+    """
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 class InputError(Exception):
     """A mistake in the user's input (file, folder or option).
 

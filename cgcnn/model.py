@@ -7,7 +7,7 @@ upstream code, so upstream checkpoints load unchanged.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,10 +78,15 @@ class ConvLayer(nn.Module):
 
 
 def batch_index(crystal_atom_idx: Sequence[torch.Tensor], n_atoms: int) -> torch.Tensor:
-    """Crystal index of every atom, shape (N,), from upstream's list of index tensors."""
-    out = torch.empty(n_atoms, dtype=torch.long)
-    for i, idx in enumerate(crystal_atom_idx):
-        out[idx] = i
+    """Crystal index of every atom, shape (N,), from upstream's list of B index tensors.
+
+    One scatter on the device of the index tensors (no per-crystal step, no copy).
+    """
+    flat = torch.cat(list(crystal_atom_idx))
+    lengths = torch.tensor([len(idx) for idx in crystal_atom_idx], device=flat.device)
+    out = torch.empty(n_atoms, dtype=torch.long, device=flat.device)
+    out[flat] = torch.repeat_interleave(torch.arange(len(crystal_atom_idx), device=flat.device), lengths,
+                                        output_size=len(flat))
     return out
 
 
@@ -186,6 +191,7 @@ class CrystalGraphConvNet(nn.Module):
         """Mean of the atom features of each crystal: (N, A) → (B, A)."""
         index = batch_index(crystal_atom_idx, atom_fea.shape[0])
         n_cryst = len(crystal_atom_idx)
-        summed = torch.zeros(n_cryst, atom_fea.shape[1], dtype=atom_fea.dtype).index_add_(0, index, atom_fea)
+        summed = torch.zeros(n_cryst, atom_fea.shape[1], dtype=atom_fea.dtype, device=atom_fea.device)
+        summed.index_add_(0, index, atom_fea)
         counts = torch.bincount(index, minlength=n_cryst).to(atom_fea.dtype).unsqueeze(1)
         return summed / counts

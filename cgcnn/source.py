@@ -14,15 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from cgcnn import InputError
 from cgcnn.checkpoint import ModelInfo, Normalizer, load_checkpoint, normalizer_from_checkpoint
-from cgcnn.data import CIFData, GraphParams, atom_init_digest, collate_pool
+from cgcnn.data import CIFData, GraphParams, atom_init_digest, build_graphs, collate_pool
 from cgcnn.files import file_sha256
 from cgcnn.model import CrystalGraphConvNet
 
-__all__ = ["SourceModel", "choose_atom_init"]
+__all__ = ["SourceModel", "choose_atom_init", "default_device"]
+
+
+def default_device() -> torch.device:
+    """``cuda`` when torch sees a GPU, else ``cpu``: where :class:`SourceModel` runs by default."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def choose_atom_init(root: str | os.PathLike, atom_init, stored: dict | None):
@@ -63,7 +67,8 @@ class SourceModel:
     sha256 : str
         Digest of the checkpoint file (recorded by the transfer tool's last layer).
     net : CrystalGraphConvNet
-        The network, in evaluation mode.
+        The network, in evaluation mode, on the device :meth:`load` put it on
+        (:attr:`device`).
     normalizer : Normalizer
         Target normalizer of the checkpoint (predictions are de-normalized with it).
     params : GraphParams
@@ -88,7 +93,8 @@ class SourceModel:
     args: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, require_regression: bool = False) -> SourceModel:
+    def load(cls, path: str | os.PathLike, require_regression: bool = False,
+             device: str | torch.device | None = None) -> SourceModel:
         """Load a checkpoint and rebuild its network (sizes read from the ``state_dict``).
 
         Parameters
@@ -97,6 +103,10 @@ class SourceModel:
             An upstream or project checkpoint.
         require_regression : bool
             Refuse a classification model.
+        device : str or torch.device, optional
+            Where the network runs: ``"cuda"`` (or ``"cuda:1"``...), ``"cpu"``; default
+            :func:`default_device` (the GPU when torch sees one, as upstream CGCNN and the
+            original tool without ``--disable-cuda``).  The network is moved there once.
 
         Raises
         ------
@@ -144,10 +154,16 @@ class SourceModel:
                 f"{path}: graph parameters {info.graph} give {info.graph.nbr_fea_len} edge features, "
                 f"the network takes {nbr_fea_len}"
             )
+        net.to(default_device() if device is None else torch.device(device))
         return cls(
             path=path, sha256=file_sha256(path), net=net, normalizer=normalizer, params=info.graph,
             atom_init=info.atom_init, target=info.target, classification=classification, args=args,
         )
+
+    @property
+    def device(self) -> torch.device:
+        """The device the network is on."""
+        return next(self.net.parameters()).device
 
     @property
     def crys_fea_len(self) -> int:
@@ -197,19 +213,30 @@ class SourceModel:
             )
 
     @torch.inference_mode()
-    def run(self, data: CIFData, batch_size: int = 256, workers: int = 0, progress: bool = True):
+    def run(self, data: CIFData, batch_size: int = 256, workers: int | None = None, progress: bool = True,
+            device: str | torch.device | None = None):
         """``crys_fea`` and de-normalized predictions for every crystal, in row order.
 
         Evaluation mode and no autograd, so a crystal's features do not depend on
-        the rest of its batch.
+        the rest of its batch.  Graphs are built by ``workers`` processes
+        (:func:`cgcnn.data.build_graphs`) while this process runs the network on the
+        batches already built; results do not depend on ``workers``.
 
         Parameters
         ----------
         data : CIFData or torch.utils.data.Subset of one
-        batch_size, workers : int
-            Crystals per batch (memory, not results); data-loading processes.
+        batch_size : int
+            Crystals per batch (memory, not results).
+        workers : int, optional
+            Graph-building processes: None (default) for all cores
+            (:func:`cgcnn.available_cores`), 0 for none (everything in this process).
         progress : bool
             Show a progress bar (on stderr, when it is a terminal).
+        device : str or torch.device, optional
+            Where the network runs (default: where it is, :attr:`device`); another device
+            moves the network there, once.  On a GPU each batch is copied once, from pinned
+            memory, without blocking; features and predictions agree with the CPU's to
+            about 1e-6 relative.
 
         Returns
         -------
@@ -225,21 +252,46 @@ class SourceModel:
         """
         from tqdm.auto import tqdm
 
+        if device is not None:
+            self.net.to(torch.device(device))
+        device = self.device
         self.net.eval()
-        loader = DataLoader(
-            data, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_pool
-        )
+        n = len(data)
+        graphs = build_graphs(data, workers=workers, ahead=max(1024, 2 * batch_size))
         feas, preds = [], []
-        with tqdm(total=len(data), desc="crystal graphs", unit="crystal", disable=None if progress else True,
-                  leave=False) as bar:
-            for (atom_fea, nbr_fea, nbr_fea_idx, crystal_atom_idx), _, _ in loader:
-                crys_fea = self.net.crystal_features(atom_fea, nbr_fea, nbr_fea_idx, crystal_atom_idx)
-                out = self.net.fc_out(crys_fea)
-                if self.classification:
-                    pred = torch.softmax(out, dim=1)[:, 1]
-                else:
-                    pred = self.normalizer.denorm(out[:, 0])
-                feas.append(crys_fea.numpy())
-                preds.append(pred.double().numpy())
-                bar.update(len(crystal_atom_idx))
+        try:
+            with tqdm(total=n, desc="crystal graphs", unit="crystal", disable=None if progress else True,
+                      leave=False) as bar:
+                for start in range(0, n, batch_size):
+                    rows = range(start, min(start + batch_size, n))
+                    for _ in rows:  # the batch's graphs, built in the pool, now in data's cache
+                        next(graphs)
+                    inputs, _, _ = collate_pool([data[i] for i in rows])
+                    crys_fea = self.net.crystal_features(*_to_device(inputs, device))
+                    out = self.net.fc_out(crys_fea).cpu()
+                    if self.classification:
+                        pred = torch.softmax(out, dim=1)[:, 1]
+                    else:
+                        pred = self.normalizer.denorm(out[:, 0])
+                    feas.append(crys_fea.cpu().numpy())
+                    preds.append(pred.double().numpy())
+                    bar.update(len(rows))
+        finally:
+            graphs.close()  # stops the pool at once on an error or interrupt
+        if not feas:
+            return np.zeros((0, self.crys_fea_len), np.float32), np.zeros(0)
         return np.concatenate(feas).astype(np.float32), np.concatenate(preds)
+
+
+def _to_device(inputs, device: torch.device):
+    """A collated batch (:func:`cgcnn.data.collate_pool`) on ``device``: on the CPU as it is;
+    elsewhere each tensor copied once, from pinned memory and without blocking (the
+    crystals' index tensors as one)."""
+    atom_fea, nbr_fea, nbr_fea_idx, crystal_atom_idx = inputs
+    if device.type == "cpu":
+        return inputs
+    lengths = [len(idx) for idx in crystal_atom_idx]
+    pin = device.type == "cuda"
+    moved = [(t.pin_memory() if pin else t).to(device, non_blocking=True)
+             for t in (atom_fea, nbr_fea, nbr_fea_idx, torch.cat(crystal_atom_idx))]
+    return moved[0], moved[1], moved[2], list(moved[3].split(lengths))
