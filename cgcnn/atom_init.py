@@ -101,14 +101,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
 
 import numpy as np
 
+from cgcnn import InputError
 from cgcnn.cli import run_main
-from cgcnn.files import save_text
+from cgcnn.files import check_outputs, missing_reason, save_text
 
 #: (segment name, width) in feature order; widths sum to 92.
 SEGMENTS: tuple[tuple[str, int], ...] = (
@@ -234,14 +236,20 @@ def _encode(cats: dict[str, int | None]) -> list[int]:
 
 
 def build_atom_init() -> dict[str, list[int]]:
-    """Build ``{"1": [92 ints], ..., "100": [...]}`` from mendeleev data."""
+    """Build ``{"1": [92 ints], ..., "100": [...]}`` from mendeleev data.
+
+    Raises
+    ------
+    InputError
+        If mendeleev is not installed (the message says ``pip install mendeleev``).
+    """
     try:
         from mendeleev.fetch import fetch_table
-    except ImportError as exc:  # pragma: no cover - depends on environment
-        raise ImportError(
+    except ImportError:
+        raise InputError(
             "cgcnn.atom_init needs the mendeleev element-data library to "
-            "regenerate atom_init.json: pip install mendeleev"
-        ) from exc
+            "regenerate atom_init.json, and it is not installed: pip install mendeleev"
+        ) from None
 
     elements = fetch_table("elements").set_index("atomic_number")
     ies = fetch_table("ionizationenergies")
@@ -281,6 +289,23 @@ def _compare(table: dict[str, list[int]], other: dict[str, list[int]]) -> dict[s
     return diffs
 
 
+def _read_reference(path: str) -> dict:
+    """The ``--compare`` table.  Raises :class:`InputError` (one line naming the file) if it is
+    missing or not an ``atom_init.json``-like JSON object."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            ref = json.load(fh)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP):
+            raise InputError(f"{path}: {missing_reason(path)}") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(ref, dict) or not all(isinstance(v, list) for v in ref.values()):
+        raise InputError(f"{path}: expected a JSON object of atomic number -> feature list")
+    return ref
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m cgcnn.atom_init [--out PATH] [--compare REF]``: the table as JSON, to stdout or
     written atomically to ``--out``; with ``--compare``, per-segment disagreement on stderr."""
@@ -294,13 +319,14 @@ def main(argv: list[str] | None = None) -> int:
         help="optional reference atom_init.json; print per-segment disagreement to stderr",
     )
     args = parser.parse_args(argv)
+    if args.out is not None:
+        check_outputs({"--out": args.out}, inputs={"--compare": args.compare})
+    ref = _read_reference(args.compare) if args.compare else None
 
     table = build_atom_init()
     text = dumps(table)
 
-    if args.compare:
-        with open(args.compare) as fh:
-            ref = json.load(fh)
+    if ref is not None:
         diffs = _compare(table, ref)
         for name, zs in diffs.items():
             print(f"{name:20s} {len(zs):3d}  {' '.join(zs)}", file=sys.stderr)
