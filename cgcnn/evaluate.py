@@ -41,7 +41,9 @@ import pandas as pd
 from cgcnn import InputError
 from cgcnn.checkpoint import SourceModel, check_output, save_atomic, save_csv
 from cgcnn.cli import check_counts, run_main
-from cgcnn.transfer import LAST_LAYER_TYPES, compute_features, make_last_layer
+from cgcnn.lastlayer import CANDIDATES as LAST_LAYER_TYPES
+from cgcnn.lastlayer import make_estimator as make_last_layer
+from cgcnn.transfer import compute_features
 
 __all__ = ["BASELINES", "Split", "make_splits", "metrics", "split_metrics", "summarize", "evaluate",
            "best_method", "format_table", "parity_figure", "check_out_dir", "write_outputs", "main"]
