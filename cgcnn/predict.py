@@ -18,10 +18,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
+from cgcnn import available_cores
 from cgcnn.cli import (
     add_compat_options,
     add_graph_options,
@@ -31,7 +30,9 @@ from cgcnn.cli import (
     run_main,
 )
 from cgcnn.files import OutputSet
-from cgcnn.source import SourceModel
+
+if TYPE_CHECKING:  # numpy, pandas and torch (with the source model) are imported by predict(), not by --help
+    import pandas as pd
 
 __all__ = ["predict", "main"]
 
@@ -41,9 +42,10 @@ def predict(
     cif_path: str | os.PathLike,
     atom_init: str | os.PathLike | None = None,
     batch_size: int = 256,
-    workers: int = 0,
+    workers: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> pd.DataFrame:
     """Predictions of a CGCNN checkpoint for every crystal of a data folder.
 
@@ -57,12 +59,17 @@ def predict(
         ``atom_init.json`` to use.  By default ``cif_path/atom_init.json``; when the
         folder has none and the checkpoint stores its own table, that table (nothing
         is written into the folder).
-    batch_size, workers : int
-        Crystals per batch; data-loading processes.
+    batch_size : int
+        Crystals per batch.
+    workers : int, optional
+        Graph-building processes: None (default) for all cores, 0 for none.
     cache_dir : path, optional
         Folder for crystal graphs cached across runs.
     progress : bool
         Show a progress bar.
+    device : str, optional
+        Where the network runs: ``"cuda"`` when torch sees a GPU, else ``"cpu"`` (default);
+        ``"cpu"`` forces the CPU (``--disable-cuda``).
 
     Returns
     -------
@@ -76,7 +83,12 @@ def predict(
     InputError
         A missing or unusable checkpoint or data folder, or data that do not fit the model.
     """
-    model = SourceModel.load(model_path)
+    import numpy as np
+    import pandas as pd
+
+    from cgcnn.source import SourceModel
+
+    model = SourceModel.load(model_path, device=device)
     data = model.dataset(cif_path, atom_init=atom_init, cache_dir=cache_dir)
     _, prediction = model.run(data, batch_size=batch_size, workers=workers, progress=progress)
     target = data.targets if data.has_targets else np.full(len(data), np.nan)
@@ -93,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modelpath", help="path to the trained model checkpoint")
     parser.add_argument("cifpath", help="data folder: id_prop.csv (optional), CIF files, atom_init.json")
     add_loader_options(parser, batch_size=256, batch_help="mini-batch size")
+    parser.set_defaults(workers=available_cores())  # -j: graph-building processes, all cores by default
     add_compat_options(parser)
     parser.add_argument("--out", default="test_results.csv", help="output CSV (default: test_results.csv)")
     add_graph_options(parser)
@@ -108,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     frame = predict(
         args.modelpath, args.cifpath, atom_init=args.atom_init, batch_size=args.batch_size,
         workers=args.workers, cache_dir=args.cache_dir, progress=not args.quiet,
+        device="cpu" if args.disable_cuda else None,
     )
     with outs:
         outs.write_csv(out, frame, float_format=None)
     known = frame["target"].notna()
     if known.any():
-        mae = float(np.mean(np.abs(frame.loc[known, "prediction"] - frame.loc[known, "target"])))
+        mae = float((frame.loc[known, "prediction"] - frame.loc[known, "target"]).abs().mean())
         print(f"MAE {mae:.4f} over {int(known.sum())} crystals")
     print(f"{len(frame)} predictions written to {out}")
     return 0
