@@ -30,7 +30,7 @@ import torch
 
 from cgcnn import InputError
 from cgcnn.data import GraphParams
-from cgcnn.files import check_output, file_sha256, save_atomic, save_csv
+from cgcnn.files import check_output, file_sha256, missing_reason, save_atomic, save_csv
 
 __all__ = [
     "PROJECT_KEYS", "NORMALIZER_SAMPLE", "Normalizer", "ModelInfo", "load_checkpoint", "make_checkpoint",
@@ -246,7 +246,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: model file not found")
+        raise InputError(f"{path}: model file {missing_reason(path)}")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a model checkpoint")
     try:

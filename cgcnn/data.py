@@ -4,7 +4,8 @@ A data folder follows the CGCNN convention: ``id_prop.csv`` (no header,
 ``cif_id,target``), one ``<cif_id>.cif`` per row and ``atom_init.json`` (keys are
 atomic numbers as strings, values equal-length feature lists).  For prediction,
 ``id_prop.csv`` may hold ids only, or be absent (then every ``*.cif``, sorted by
-name, is used).
+name, is used).  ``<cif_id>.CIF`` (any case of the suffix) is read where
+``<cif_id>.cif`` is absent; a ``cif_id`` is a file name in the folder, never a path.
 
 Graph (Xie & Grossman, PRL 120, 145301 (2018), Eq. 1 and Supplementary):
 every site's neighbours within ``radius`` under periodic boundaries, sorted by
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from cgcnn import InputError
+from cgcnn.files import missing_reason
 
 if TYPE_CHECKING:  # pymatgen is imported only when a CIF is parsed (cached graphs need none)
     from pymatgen.core import Structure
@@ -46,6 +48,9 @@ __all__ = [
     "Graph",
     "load_atom_init",
     "read_id_prop",
+    "cif_file",
+    "LOG10_KAPPA_RANGE",
+    "check_log10_kappa",
     "MAX_NEIGHBOURS",
     "read_structure",
     "check_neighbour_count",
@@ -140,7 +145,8 @@ def load_atom_init(path: str | os.PathLike) -> dict[int, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: atom_init.json not found")
+        reason = missing_reason(path) if os.path.lexists(path) or not path.exists() else "is not a file"
+        raise InputError(f"{path}: atom_init.json {reason}")
     try:
         raw = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -188,6 +194,112 @@ def atom_init_digest(table: dict[int, np.ndarray]) -> str:
 _HEADER_WORDS = {"id", "cif_id", "cif", "material_id", "name", "structure", "formula"}
 
 
+def cif_file(folder: str | os.PathLike, cif_id: str) -> Path:
+    """The CIF of ``cif_id`` in ``folder``: ``<cif_id>.cif``, else ``<cif_id>.CIF`` or another
+    case of the suffix; ``<cif_id>.cif`` (which does not exist) when there is none."""
+    folder = Path(folder)
+    path = folder / f"{cif_id}.cif"
+    if path.is_file():
+        return path
+    upper = folder / f"{cif_id}.CIF"
+    if upper.is_file():
+        return upper
+    try:
+        for other in folder.iterdir():
+            if other.stem == cif_id and other.suffix.lower() == ".cif" and other.is_file():
+                return other
+    except OSError:
+        pass
+    return path
+
+
+def _check_cif_id(cif_id: str, where: str) -> None:
+    """Refuse a ``cif_id`` that is a path (it would read a file outside the data folder)."""
+    if "/" in cif_id or "\\" in cif_id or "\0" in cif_id or cif_id in (".", "..") or os.path.isabs(cif_id):
+        raise InputError(f"{where}: cif_id {cif_id!r} is a path, not a name; each CIF must lie in the data "
+                         "folder itself, as <cif_id>.cif")
+
+
+def _read_text_utf8(path: Path) -> str:
+    """The text of ``id_prop.csv``, which must be UTF-8 (a byte-order mark is allowed).
+
+    Raises :class:`InputError` naming the file and, where it can tell, the encoding found:
+    UTF-16 or UTF-32 (a byte-order mark, or NUL bytes), or the first byte that is not
+    UTF-8 with its line (Latin-1 or Windows-1252 text, usually).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(bom):
+            raise InputError(f"{path}: is {name} text (it starts with a {name} byte-order mark); "
+                             "save it as UTF-8")
+    if b"\x00" in data:
+        raise InputError(f"{path}: holds NUL bytes (UTF-16 text without a byte-order mark, or not text); "
+                         "save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        byte = data[exc.start]
+        guess = ""
+        try:
+            guess = f", {data[exc.start:exc.start + 1].decode('cp1252')!r} in Windows-1252"
+        except UnicodeDecodeError:
+            pass
+        raise InputError(f"{path}, line {line}: byte 0x{byte:02x} is not UTF-8 (Latin-1 or Windows-1252 "
+                         f"text{guess}?); save it as UTF-8") from None
+
+
+#: Bounds of log10 κ_L (κ_L in W m-1 K-1) at room temperature: every measured or
+#: computed value lies within, from about 0.05 (amorphous-like solids) to about
+#: 3000 (diamond), with margin.  See :func:`check_log10_kappa`.
+LOG10_KAPPA_RANGE = (-1.5, 3.6)
+
+
+def check_log10_kappa(targets, source: str | os.PathLike, ids: Sequence[str] | None = None) -> None:
+    """Refuse targets that cannot be log10 κ_L at room temperature (κ_L in W m-1 K-1).
+
+    Every target must lie within :data:`LOG10_KAPPA_RANGE` (-1.5 ... 3.6).  Values that
+    are all positive with some above 3.6 look like κ_L itself, not its log10, and the
+    message says so; others name the first value outside and its crystal.  Not used by
+    ``cgcnn.train``, whose targets may be any property.
+
+    Parameters
+    ----------
+    targets : array-like of shape (n,)
+    source : path or str
+        Where the targets come from (usually the data folder's ``id_prop.csv``), for the message.
+    ids : sequence of str, optional
+        The crystals of ``targets``, to name the first one outside.
+
+    Raises
+    ------
+    InputError
+        One line naming ``source`` and what the values look like, e.g. ``values from 0.5 to
+        420 look like κ_L in W m-1 K-1, not log10 κ_L: take log10 of the second column``.
+    """
+    values = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        return
+    lo_ok, hi_ok = LOG10_KAPPA_RANGE
+    outside = ~((values >= lo_ok) & (values <= hi_ok))
+    if not outside.any():
+        return
+    finite = values[np.isfinite(values)]
+    span = (f"values from {finite.min():.3g} to {finite.max():.3g}" if finite.size else "no finite values")
+    if finite.size == values.size and (finite > 0).all() and finite.max() > hi_ok:
+        raise InputError(f"{source}: {span} look like κ_L in W m-1 K-1, not log10 κ_L: take log10 of the "
+                         "second column")
+    first = int(np.argmax(outside))
+    who = f" ({ids[first]})" if ids is not None and first < len(ids) else ""
+    raise InputError(f"{source}: target {values[first]:.4g}{who} lies outside {lo_ok} ... {hi_ok}, where every "
+                     f"log10 κ_L at room temperature lies ({span}); the second column must be log10 of κ_L "
+                     "in W m-1 K-1")
+
+
 def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | None]:
     """Read the ids (and targets) of a CGCNN data folder, in file order.
 
@@ -210,21 +322,26 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
     """
     folder = Path(folder)
     if not folder.exists():
-        raise InputError(f"{folder}: data folder not found")
+        raise InputError(f"{folder}: data folder {missing_reason(folder)}")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
     id_prop = folder / "id_prop.csv"
     if not id_prop.exists():
-        ids = sorted(p.stem for p in folder.glob("*.cif"))
+        if os.path.lexists(id_prop):  # a broken symbolic link or a loop: not "no id_prop.csv"
+            raise InputError(f"{id_prop}: {missing_reason(id_prop)}")
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() == ".cif" and p.is_file()),
+                       key=lambda p: p.name)
+        seen: dict[str, Path] = {}
+        for p in files:
+            if p.stem in seen:
+                raise InputError(f"{folder}: both {seen[p.stem].name} and {p.name}; keep one (no id_prop.csv "
+                                 "says which)")
+            seen[p.stem] = p
+        ids = sorted(seen)
         if not ids:
             raise InputError(f"{folder}: no id_prop.csv and no .cif files")
         return ids, None
-    try:
-        text = id_prop.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(f"{id_prop}: not a text file") from None
-    except OSError as exc:
-        raise InputError(f"{id_prop}: cannot read ({exc.strerror})") from None
+    text = _read_text_utf8(id_prop)
     rows = [
         (lineno, [c.strip() for c in row])
         for lineno, row in enumerate(csv.reader(text.splitlines()), start=1)
@@ -234,7 +351,7 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
         raise InputError(f"{id_prop}: no rows")
     # A header row: first row whose id has no CIF and whose second column is no number.
     _, first = rows[0]
-    if not (folder / f"{first[0]}.cif").exists():
+    if not cif_file(folder, first[0]).exists():
         second = first[1] if len(first) > 1 else ""
         try:
             float(second)
@@ -253,6 +370,7 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
         cif_id = row[0]
         if not cif_id:
             raise InputError(f"{id_prop}, line {lineno}: empty cif_id")
+        _check_cif_id(cif_id, f"{id_prop}, line {lineno}")
         if cif_id in seen:
             raise InputError(f"{id_prop}, line {lineno}: duplicate cif_id {cif_id!r} (first on line {seen[cif_id]})")
         seen[cif_id] = lineno
@@ -269,8 +387,10 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
             if not math.isfinite(value):
                 raise InputError(f"{id_prop}, line {lineno}: target {row[1]!r} is not finite")
             targets.append(value)
-        if not (folder / f"{cif_id}.cif").is_file():
-            raise InputError(f"{id_prop}, line {lineno}: {cif_id}.cif not found in {folder}")
+        path = cif_file(folder, cif_id)
+        if not path.is_file():
+            reason = missing_reason(path) if os.path.lexists(path) else "not found"
+            raise InputError(f"{id_prop}, line {lineno}: {cif_id}.cif {reason} in {folder}")
         ids.append(cif_id)
     return ids, (np.asarray(targets, dtype=np.float64) if with_target else None)
 
@@ -620,7 +740,8 @@ class CIFData(torch.utils.data.Dataset):
         return self.targets is not None
 
     def cif_path(self, idx: int) -> Path:
-        return self.root / f"{self.ids[idx]}.cif"
+        """The CIF of row ``idx`` (:func:`cif_file`: ``<cif_id>.cif``, else ``<cif_id>.CIF``)."""
+        return cif_file(self.root, self.ids[idx])
 
     def _disk_key(self, path: Path) -> str:
         h = hashlib.sha256(path.read_bytes())

@@ -340,10 +340,14 @@ def finetune(source: SourceModel, dataset, train_idx, val_idx, fit: FitSettings,
     Raises
     ------
     InputError
-        As :func:`fit_network`; a dataset without targets.
+        As :func:`fit_network`; a dataset without targets or fewer than 2 training rows
+        (naming its ``id_prop.csv``).
     """
     if not dataset.has_targets:
         raise InputError(f"{dataset.root / 'id_prop.csv'}: fine-tuning needs targets (cif_id,target rows)")
+    if len(train_idx) < 2:
+        raise InputError(f"{dataset.root / 'id_prop.csv'}: fine-tuning needs at least 2 training crystals, "
+                         f"got {len(train_idx)}")
     net = copy.deepcopy(source.net)
     normalizer = Normalizer.from_targets(dataset.targets[train_idx], seed=fit.seed)
     frozen = freeze_layers(net, freeze_embedding, freeze_convs)

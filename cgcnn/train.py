@@ -221,9 +221,16 @@ def train(settings: TrainSettings) -> TrainResult:
     if pretrained:
         pretrained.check_data(dataset)
     split = settings.split
-    train_idx, val_idx, test_idx = split_indices(
-        len(dataset), fit.seed, split.train_ratio, split.val_ratio, split.test_ratio,
-        split.train_size, split.val_size, split.test_size)
+    id_prop = Path(settings.data) / "id_prop.csv"
+    try:
+        train_idx, val_idx, test_idx = split_indices(
+            len(dataset), fit.seed, split.train_ratio, split.val_ratio, split.test_ratio,
+            split.train_size, split.val_size, split.test_size)
+    except InputError as exc:
+        raise InputError(f"{id_prop}: {exc}") from None
+    if not classification and len(train_idx) < 2:
+        raise InputError(f"{id_prop}: {len(dataset)} crystal(s) leave {len(train_idx)} for training; the target "
+                         "normalizer needs at least 2 (add crystals, or lower --val-ratio/--test-ratio)")
 
     normalizer = Normalizer.from_targets(dataset.targets[train_idx], seed=fit.seed)
     if classification:
