@@ -1,61 +1,62 @@
 """How good is a transfer? ``python -m cgcnn.evaluate MODELPATH CIFPATH [options]``.
 
 Repeated cross-validation of the transfer of T. Zhu et al., Energy Environ. Sci.
-14, 3559 (2021) against baselines, on one data folder of log10 κ_L targets (measured or computed).
-The protocol by default is that of ParAIsite (L. Klochko, M. d'Aquin, A. Togo,
-L. Chaput, arXiv:2411.18259): 9 random 80/20 splits with seeds 0-8
-(``perm = np.random.RandomState(seed).permutation(n)``, the first ``int(0.8 n)``
-rows train, the rest test); ``--kfold K`` gives a shuffled K-fold instead.
+14, 3559 (2021) and of this project's recommended route against baselines, on one
+data folder of log10 κ_L targets (measured or computed).  Protocols:
 
-The crystal features (``crys_fea``, concatenated over the source models as in
-S. Ju et al., arXiv:1909.11234) are computed once, with the transfer tool's
-:func:`cgcnn.transfer.compute_features`; each split then refits every last layer
-on its training part and predicts its test part.  Methods:
+- by default that of ParAIsite (L. Klochko, M. d'Aquin, A. Togo, L. Chaput,
+  arXiv:2411.18259): 9 random 80/20 splits with seeds 0-8
+  (``perm = np.random.RandomState(seed).permutation(n)``, the first ``int(0.8 n)``
+  rows train, the rest test);
+- ``--kfold K``: a shuffled K-fold;
+- ``--group-by COLUMN``: a grouped K-fold (``sklearn.model_selection.GroupKFold``) on a
+  column of a table of the crystals (by default ``CIFPATH/compounds.csv``, e.g. the
+  structure ``prototype``), so that every test crystal's group is absent from its
+  training part: how well a fit carries to chemistries or structures it has not seen.
+
+The last-layer inputs (:func:`cgcnn.transfer.compute_features`: ``crys_fea`` of the
+source models and, by ``--descriptors``, physical descriptors) are computed once; each
+split then fits every method on its training part only (:meth:`cgcnn.lastlayer.LastLayer.fit`,
+whose ``auto`` type choice and CV+ interval use that part alone) and predicts its test part.
+Methods:
 
 - ``constant``: the median of the training part's targets;
 - ``source``: the first source model's own prediction (no transfer);
-- ``mlp``, ``ridge``, ``rf``, ``gp``: last layers of :func:`cgcnn.transfer.make_last_layer`;
+- ``original``: the original tool's last layer (linear MLP) on the first source model's
+  ``crys_fea`` alone;
+- ``auto``, ``gp``, ``ridge``, ``rf``, ``mlp``: last layers on all the inputs;
 - ``finetune`` (``--finetune EPOCHS``): the first source network itself trained
   further on the training part (embedding frozen, Adam, early stopping on 10 %
   of the training part), ParAIsite's staged fine-tuning.
 
-Writes ``metrics.md`` (MAE, RMSE, R² and Spearman ρ of log10 κ_L, MAPE of κ_L;
-mean ± standard deviation over splits), ``predictions.csv`` and ``parity.png``.
+Writes ``metrics.md`` (MAE, RMSE, R² and Spearman ρ of log10 κ_L, MAPE of κ_L; mean ±
+standard deviation over splits; the held-out coverage and mean width of each method's
+interval and its MAE in and out of the applicability domain), ``predictions.csv`` and
+``parity.png`` (:mod:`cgcnn.report`).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
-import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from cgcnn import InputError
-from cgcnn.checkpoint import SourceModel, check_output, save_atomic, save_csv
-from cgcnn.cli import check_counts, run_main
-from cgcnn.lastlayer import CANDIDATES as LAST_LAYER_TYPES
-from cgcnn.lastlayer import make_estimator as make_last_layer
-from cgcnn.transfer import compute_features
+from cgcnn.cli import add_graph_options, add_quiet_option, check_counts, run_main
+from cgcnn.report import BASELINES, METRICS, best_method, format_table, parity_figure, write_report
 
-__all__ = ["BASELINES", "Split", "make_splits", "metrics", "split_metrics", "summarize", "evaluate",
-           "best_method", "format_table", "parity_figure", "check_out_dir", "write_outputs", "main"]
+__all__ = ["BASELINES", "METHODS", "Split", "make_splits", "make_group_splits", "read_groups", "metrics",
+           "split_metrics", "summarize", "evaluate", "best_method", "format_table", "parity_figure", "main"]
 
-BASELINES = ("constant", "source")
-METRICS = {  # column: heading in metrics.md
-    "mae": "MAE (log10)",
-    "rmse": "RMSE (log10)",
-    "r2": "R² (log10)",
-    "spearman": "Spearman ρ",
-    "mape": "MAPE %",
-}
+#: Last-layer methods evaluated by default (on all inputs), after ``constant``, ``source`` and ``original``.
+METHODS = ("auto", "gp", "ridge", "rf", "mlp")
 
 
 @dataclasses.dataclass
@@ -165,15 +166,73 @@ def split_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def make_group_splits(groups: Sequence, folds: int = 5) -> list[Split]:
+    """Grouped K-fold splits: no group has crystals on both sides of a split.
+
+    Parameters
+    ----------
+    groups : sequence of hashable, length n
+        The group of every crystal (e.g. its structure prototype).
+    folds : int
+        ``sklearn.model_selection.GroupKFold(folds)``; fewer when there are fewer groups.
+
+    Raises
+    ------
+    InputError
+        Fewer than 2 groups, or a fold whose training or test part has fewer than 2 crystals.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    groups = np.asarray(groups, dtype=object)
+    n_groups = len(set(groups.tolist()))
+    if n_groups < 2:
+        raise InputError(f"--group-by: {n_groups} group; grouped cross-validation needs at least 2")
+    folds = min(folds, n_groups)
+    out = []
+    for i, (train, test) in enumerate(GroupKFold(folds).split(np.zeros(len(groups)), groups=groups)):
+        if len(train) < 2 or len(test) < 1:
+            raise InputError(f"--group-by: fold {i} has {len(train)} training and {len(test)} test crystals")
+        out.append(Split(i, 0, train, test))
+    return out
+
+
+def read_groups(table, column: str, ids: Sequence[str]) -> np.ndarray:
+    """The ``column`` value of every crystal of ``ids``, from a CSV with a ``cif_id`` column.
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable table, no ``cif_id`` or ``column`` column, a crystal absent from it.
+    """
+    table = Path(table)
+    if not table.is_file():
+        raise InputError(f"{table}: not found (--group-by needs a table with cif_id and {column} columns; "
+                         "give it with --groups-file)")
+    try:
+        frame = pd.read_csv(table, dtype=str)
+    except Exception as exc:  # pandas raises many types on bad files
+        raise InputError(f"{table}: not a readable CSV table ({type(exc).__name__})") from None
+    for col in ("cif_id", column):
+        if col not in frame.columns:
+            raise InputError(f"{table}: no column {col!r} (columns: {', '.join(frame.columns[:8])})")
+    lookup = dict(zip(frame["cif_id"], frame[column].fillna("")))
+    missing = [i for i in ids if i not in lookup]
+    if missing:
+        raise InputError(f"{table}: no row for {len(missing)} crystal(s) of the folder, e.g. {missing[0]!r}")
+    return np.asarray([lookup[i] for i in ids], dtype=object)
+
+
 def summarize(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (ddof 1) over splits of each method's metrics.
+    """Mean and standard deviation (ddof 1) over splits of each method's metrics, and its interval figures.
 
     Returns
     -------
     DataFrame
-        Index ``method`` (in order of first appearance); columns ``mae``, ``mae_std``,
-        ``rmse``, ``rmse_std``, ``r2``, ``r2_std``, ``spearman``, ``spearman_std``,
-        ``mape``, ``mape_std``, ``n_splits``.
+        Index ``method`` (in order of first appearance); columns ``mae``, ``mae_std``, ``rmse``,
+        ``rmse_std``, ``r2``, ``r2_std``, ``spearman``, ``spearman_std``, ``mape``, ``mape_std``,
+        ``n_splits``; and, pooled over splits, ``coverage`` (fraction of held-out targets inside
+        the interval; NaN without intervals), ``width`` (mean width, log10), ``mae_in``, ``n_in``,
+        ``mae_out``, ``n_out`` (MAE and number of held-out crystals in and out of domain).
     """
     per_split = split_metrics(predictions)
     grouped = per_split.groupby("method", sort=False)
@@ -182,44 +241,56 @@ def summarize(predictions: pd.DataFrame) -> pd.DataFrame:
         table[key] = grouped[key].mean()
         table[f"{key}_std"] = grouped[key].std(ddof=1)
     table["n_splits"] = grouped["split"].count()
+    for col in ("coverage", "width", "mae_in", "mae_out"):
+        table[col] = np.nan
+    table["n_in"] = 0
+    table["n_out"] = 0
+    if "low" not in predictions:
+        return table
+    for method, part in predictions.groupby("method", sort=False):
+        err = (part["prediction"] - part["target"]).abs()
+        inside = part["in_domain"].astype(bool) if "in_domain" in part else pd.Series(True, index=part.index)
+        table.loc[method, ["n_in", "n_out"]] = [int(inside.sum()), int((~inside).sum())]
+        table.loc[method, "mae_in"] = err[inside].mean() if inside.any() else np.nan
+        table.loc[method, "mae_out"] = err[~inside].mean() if (~inside).any() else np.nan
+        if part["low"].notna().all():
+            covered = (part["target"] >= part["low"]) & (part["target"] <= part["high"])
+            table.loc[method, "coverage"] = covered.mean()
+            table.loc[method, "width"] = (part["high"] - part["low"]).mean()
     return table
 
 
-def _finetune(source: SourceModel, folder, splits: Sequence[Split], epochs: int, patience: int, batch_size: int,
-              lr: float, atom_init, cache_dir, workers: int, log) -> dict:
+def _finetune(source, folder, splits: Sequence[Split], epochs: int, patience: int, batch_size: int,
+              lr: float, atom_init, cache_dir, workers, log) -> dict:
     """Test-part predictions of the first source network fine-tuned on each split's training part."""
     import torch
 
-    from cgcnn.checkpoint import Normalizer
-    from cgcnn.train import fit_network
+    from cgcnn.fit import finetune
+    from cgcnn.settings import FitSettings
 
     data = source.dataset(folder, atom_init=atom_init, cache_dir=cache_dir)
     out = {}
     for split in splits:
         t0 = time.time()
-        rng = np.random.RandomState(split.seed)
-        train = rng.permutation(split.train)
+        train = np.random.RandomState(split.seed).permutation(split.train)
         n_val = max(1, round(0.1 * len(train)))
         val, fit = train[:n_val], train[n_val:]
-        torch.manual_seed(split.seed)
-        net = copy.deepcopy(source.net)
-        # as `python -m cgcnn.train --pretrained`: a normalizer of the training targets
-        normalizer = Normalizer(torch.tensor(data.targets[fit], dtype=torch.float32))
-        fit_network(net, data, fit, val, normalizer, epochs, lr=lr, optim="Adam", batch_size=batch_size,
-                    patience=patience, frozen=[net.embedding], seed=split.seed, workers=workers)
-        tuned = dataclasses.replace(source, net=net, normalizer=normalizer)
+        settings = FitSettings(epochs=epochs, lr=lr, optim="Adam", batch_size=batch_size, patience=patience,
+                               seed=split.seed, workers=workers or 0, print_freq=0)
+        tuned = finetune(source, data, fit, val, settings, freeze_embedding=True)
         _, pred = tuned.run(torch.utils.data.Subset(data, np.sort(split.test)), batch_size=batch_size,
-                            workers=workers, progress=False)
+                            workers=0, progress=False)
         out[split.index] = pred
         log(f"fine-tuned split {split.index + 1}/{len(splits)} in {time.time() - t0:.1f} s")
     return out
 
 
-def evaluate(sources: Sequence[SourceModel | str], folder, *, splits: int = 9, train_fraction: float = 0.8,
-             kfold: int | None = None, last_layers: Sequence[str] = LAST_LAYER_TYPES, finetune: int = 0,
-             finetune_patience: int = 10, finetune_batch_size: int = 64, finetune_lr: float = 0.003,
-             batch_size: int = 500, workers: int = 0, atom_init=None, cache_dir=None,
-             progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, kfold: int | None = None,
+             groups: Sequence | None = None, group_folds: int = 5, group_name: str = "group",
+             last_layers: Sequence[str] = METHODS, descriptors: str = "none", property_models: dict | None = None,
+             level: float = 0.9, finetune: int = 0, finetune_patience: int = 10, finetune_batch_size: int = 64,
+             finetune_lr: float = 0.003, batch_size: int = 500, workers: int | None = 0, atom_init=None,
+             cache_dir=None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cross-validate the transfer from ``sources`` to the crystals of ``folder``.
 
     Parameters
@@ -231,9 +302,17 @@ def evaluate(sources: Sequence[SourceModel | str], folder, *, splits: int = 9, t
         CGCNN data folder with targets (log10 κ_L, κ_L in W m⁻¹ K⁻¹).
     splits, train_fraction, kfold
         The protocol, as :func:`make_splits`.
+    groups : sequence, optional
+        A group per crystal: grouped K-fold (:func:`make_group_splits` with ``group_folds``)
+        instead; ``group_name`` names it in the protocol line.
     last_layers : sequence of str
-        Kinds of :func:`cgcnn.transfer.make_last_layer` to evaluate; split ``i``
-        fits them with ``random_state=i``.
+        Types of :class:`cgcnn.lastlayer.LastLayer` fit on all the inputs; split ``i``
+        fits them with ``seed=i``.  ``original`` (the MLP on the first source's
+        ``crys_fea``) is always evaluated.
+    descriptors, property_models
+        As :func:`cgcnn.transfer.compute_features`.
+    level : float
+        Level of the CV+ prediction intervals.
     finetune : int
         Epochs of the ``finetune`` row (0: no such row).
     finetune_patience, finetune_batch_size, finetune_lr
@@ -245,22 +324,25 @@ def evaluate(sources: Sequence[SourceModel | str], folder, *, splits: int = 9, t
     Returns
     -------
     table : DataFrame
-        :func:`summarize` of the predictions: one row per method (``constant``,
-        ``source``, the last layers, ``finetune``), mean and std over splits.
-        ``table.attrs`` holds ``folder`` (its name), ``n``, ``protocol`` and ``sources``
-        (file names).
+        :func:`summarize` of the predictions; ``table.attrs`` holds ``folder`` (its name),
+        ``n``, ``protocol``, ``sources`` (file names), ``descriptors`` and ``level``.
     predictions : DataFrame
-        Columns ``split, seed, cif_id, method, target, prediction`` (log10 κ_L): every
-        method's prediction of every test crystal of every split, test crystals in
-        ``id_prop.csv`` order.
+        Columns ``split, seed, cif_id, method, target, prediction, low, high, in_domain``
+        (log10 κ_L; ``low``/``high`` empty for the baselines): every method's prediction of
+        every test crystal of every split, test crystals in ``id_prop.csv`` order.
 
     Raises
     ------
     InputError
-        No source, an unknown last layer, a folder without targets, a protocol that
-        does not fit the number of crystals, and the faults of
-        :func:`cgcnn.transfer.compute_features`.
+        No source, an unknown last layer, a folder without targets or with targets that
+        are not log10 κ_L, a protocol that does not fit the number of crystals, and the
+        faults of :func:`cgcnn.transfer.compute_features`.
     """
+    from cgcnn.data import check_log10_kappa
+    from cgcnn.lastlayer import LAST_LAYER_TYPES, LastLayer
+    from cgcnn.source import SourceModel
+    from cgcnn.transfer import compute_features
+
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     sources = [s if isinstance(s, SourceModel) else SourceModel.load(s, require_regression=True) for s in sources]
     if not sources:
@@ -272,14 +354,21 @@ def evaluate(sources: Sequence[SourceModel | str], folder, *, splits: int = 9, t
         raise InputError(f"--finetune must be a number of epochs >= 0, not {finetune}")
     t0 = time.time()
     feats = compute_features(sources, folder, batch_size=batch_size, workers=workers, atom_init=atom_init,
-                             cache_dir=cache_dir, progress=progress)
+                             cache_dir=cache_dir, progress=progress, descriptors=descriptors,
+                             property_models=property_models)
+    id_prop = Path(folder) / "id_prop.csv"
     if feats.targets is None:
-        raise InputError(f"{Path(folder) / 'id_prop.csv'}: evaluation needs targets (cif_id,log10 κ_L rows)")
+        raise InputError(f"{id_prop}: evaluation needs targets (cif_id,log10 κ_L rows)")
+    check_log10_kappa(feats.targets, id_prop, feats.ids)
     n = len(feats.ids)
-    parts = make_splits(n, splits, train_fraction, kfold)
-    log(f"{n} crystals x {feats.crys_fea.shape[1]} crys_fea values in {time.time() - t0:.1f} s; "
-        f"{len(parts)} splits")
-    X, y = feats.crys_fea, feats.targets
+    if groups is not None:
+        parts = make_group_splits(groups, group_folds)
+    else:
+        parts = make_splits(n, splits, train_fraction, kfold)
+    X, y = feats.X, feats.targets
+    X_original = feats.crys_fea[:, :sources[0].crys_fea_len].astype(np.float64)
+    log(f"{n} crystals x {X.shape[1]} inputs (crys_fea {feats.groups[0]}, descriptors {feats.groups[1]}) in "
+        f"{time.time() - t0:.1f} s; {len(parts)} splits")
     ids = np.asarray(feats.ids, dtype=object)
 
     tuned = {}
@@ -290,146 +379,38 @@ def evaluate(sources: Sequence[SourceModel | str], folder, *, splits: int = 9, t
     frames = []
     for split in parts:
         test = np.sort(split.test)
-        preds = {
-            "constant": np.full(len(test), np.median(y[split.train])),
-            "source": feats.source_prediction[test, 0],
-        }
-        for kind in last_layers:
-            estimator = make_last_layer(kind, split.index)
+        nan = np.full(len(test), np.nan)
+        rows = {"constant": (np.full(len(test), np.median(y[split.train])), nan, nan, np.ones(len(test), bool)),
+                "source": (feats.source_prediction[test, 0], nan, nan, np.ones(len(test), bool))}
+        fits = [("original", "mlp", X_original, None)] + [(k, k, X, feats.groups) for k in last_layers]
+        for method, kind, inputs, groups_ in fits:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")  # lbfgs and GP optimiser convergence notes
-                estimator.fit(X[split.train], y[split.train])
-                preds[kind] = estimator.predict(X[test])
+                warnings.simplefilter("ignore")
+                layer = LastLayer.fit(inputs[split.train], y[split.train], kind, seed=split.index, level=level,
+                                      groups=groups_, interval_cv=False)
+                p = layer.predict(inputs[test])
+            rows[method] = (p.prediction, p.low, p.high, p.in_domain)
         if finetune:
-            preds["finetune"] = tuned[split.index]
-        for method, pred in preds.items():
+            rows["finetune"] = (tuned[split.index], nan, nan, np.ones(len(test), bool))
+        for method, (pred, low, high, inside) in rows.items():
             frames.append(pd.DataFrame({"split": split.index, "seed": split.seed, "cif_id": ids[test],
-                                        "method": method, "target": y[test], "prediction": np.asarray(pred, float)}))
+                                        "method": method, "target": y[test], "prediction": np.asarray(pred, float),
+                                        "low": low, "high": high, "in_domain": inside}))
         log(f"split {split.index + 1}/{len(parts)} done, {time.time() - t0:.1f} s")
     predictions = pd.concat(frames, ignore_index=True)
     table = summarize(predictions)
-    if kfold is not None:
+    if groups is not None:
+        protocol = (f"grouped {len(parts)}-fold cross-validation by {group_name} "
+                    f"({len(set(np.asarray(groups).tolist()))} groups; GroupKFold)")
+    elif kfold is not None:
         protocol = f"{kfold}-fold cross-validation (KFold shuffle, random_state 0)"
     else:
         n_train = int(train_fraction * n)
         protocol = (f"{splits} random splits {n_train}/{n - n_train} (train fraction {train_fraction:g}, "
                     f"seeds 0-{splits - 1}, ParAIsite)")
     table.attrs.update(folder=Path(folder).resolve().name, n=n, protocol=protocol,
-                       sources=[s.path.name for s in sources])
+                       sources=[s.path.name for s in sources], descriptors=descriptors, level=level)
     return table, predictions
-
-
-def best_method(table: pd.DataFrame) -> str | None:
-    """The method other than the baselines with the lowest mean MAE (None if there is none)."""
-    rest = table.drop(index=[m for m in BASELINES if m in table.index])
-    return None if rest.empty else str(rest["mae"].idxmin())
-
-
-def format_table(table: pd.DataFrame) -> str:
-    """``table`` as Markdown: a header line (folder, n, protocol, sources), then one row per method."""
-    a = table.attrs
-    header = (f"Transfer evaluation of `{a.get('folder', '?')}` ({a.get('n', '?')} crystals): "
-              f"{a.get('protocol', '')}; source model(s): {', '.join(a.get('sources', []))}. "
-              "Held-out metrics, mean ± std over splits; κ_L in W m⁻¹ K⁻¹.")
-    lines = [
-        header,
-        "",
-        "| method | " + " | ".join(METRICS.values()) + " |",
-        "|---|" + "---:|" * len(METRICS),
-    ]
-    for method, row in table.iterrows():
-        cells = []
-        for key in METRICS:
-            digits = 1 if key == "mape" else 3
-            mean, std = row[key], row[f"{key}_std"]
-            cells.append("n/a" if np.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _label(method: str) -> str:
-    return {"source": "source model (no transfer)", "constant": "constant (train median)",
-            "finetune": "fine-tuned source network"}.get(method, f"{method} last layer")
-
-
-def parity_figure(table: pd.DataFrame, predictions: pd.DataFrame):
-    """A log-log parity plot of κ_L: held-out points of the best last layer and of the source model."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.4, 6.0), dpi=150, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    best = best_method(table)
-    shown = [m for m in ("source", best) if m is not None and m in table.index]
-    styles = {"source": {"marker": "x", "color": "tab:gray", "alpha": 0.6, "s": 18},
-              best: {"marker": "o", "color": "tab:blue", "alpha": 0.55, "s": 16, "edgecolors": "none"}}
-    lo, hi = np.inf, -np.inf
-    for method in shown:
-        part = predictions[predictions["method"] == method]
-        kt, kp = 10.0 ** part["target"].to_numpy(), 10.0 ** part["prediction"].to_numpy()
-        lo, hi = min(lo, kt.min(), kp.min()), max(hi, kt.max(), kp.max())
-        row = table.loc[method]
-        ax.scatter(kt, kp, label=f"{_label(method)}: MAE {row['mae']:.3f}, R² {row['r2']:.2f}", **styles[method])
-    lo, hi = lo / 1.3, hi * 1.3
-    ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="y = x")
-    ax.plot([lo, hi], [2 * lo, 2 * hi], color="black", lw=0.6, ls=":", label="factor of 2")
-    ax.plot([lo, hi], [lo / 2, hi / 2], color="black", lw=0.6, ls=":")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_box_aspect(1)
-    ax.set_xlabel(r"target $\kappa_\mathrm{L}$ (W m$^{-1}$ K$^{-1}$)")
-    ax.set_ylabel(r"predicted $\kappa_\mathrm{L}$ (W m$^{-1}$ K$^{-1}$)")
-    a = table.attrs
-    n_splits = int(table["n_splits"].max())
-    if best is not None:
-        row = table.loc[best]
-        title = f"{_label(best)}: MAE {row['mae']:.3f} log10, R² {row['r2']:.2f}"
-    else:
-        row = table.loc["source"]
-        title = f"{_label('source')}: MAE {row['mae']:.3f} log10, R² {row['r2']:.2f}"
-    ax.set_title(f"{a.get('folder', '')}, held-out over {n_splits} splits\n{title} (mean over splits)", fontsize=10)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
-    ax.grid(True, which="major", lw=0.4, alpha=0.5)
-    return fig
-
-
-def check_out_dir(out_dir) -> Path:
-    """Check, without creating anything, that ``out_dir`` is or can be made a writable folder.
-
-    Raises :class:`InputError` naming the folder otherwise.
-    """
-    out = Path(out_dir)
-    if out.exists():
-        return check_output(out / "metrics.md").parent
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"{out}: cannot create the output folder ({parent} is not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{out}: cannot create the output folder ({parent} is not writable)")
-    return out
-
-
-def write_outputs(table: pd.DataFrame, predictions: pd.DataFrame, out_dir) -> dict:
-    """Write ``metrics.md``, ``predictions.csv`` and ``parity.png`` into ``out_dir`` (created), atomically.
-
-    Returns a dict of the three paths.  Raises :class:`InputError` if the folder cannot be made.
-    """
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
-    paths = {"metrics": out / "metrics.md", "predictions": out / "predictions.csv", "parity": out / "parity.png"}
-    save_atomic(format_table(table), paths["metrics"], saver=lambda text, f: f.write(text.encode()))
-    save_csv(predictions, paths["predictions"], float_format="%.6g")
-    save_atomic(parity_figure(table, predictions), paths["parity"],
-                saver=lambda fig, f: fig.savefig(f, format="png", bbox_inches="tight", pad_inches=0.1))
-    return paths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -443,36 +424,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default=9, type=int, help="random splits, seeds 0..N-1 (ParAIsite protocol)")
     p.add_argument("--train-fraction", default=0.8, type=float, help="training part of each random split")
     p.add_argument("--kfold", default=None, type=int, metavar="K", help="K-fold cross-validation instead")
-    p.add_argument("--last-layers", default=",".join(LAST_LAYER_TYPES),
-                   help="comma-separated last layers to evaluate (of mlp, ridge, rf, gp)")
+    p.add_argument("--group-by", default=None, metavar="COLUMN",
+                   help="grouped cross-validation on this column of --groups-file (e.g. prototype)")
+    p.add_argument("--groups-file", default=None, metavar="CSV",
+                   help="table with cif_id and the --group-by column (default CIFPATH/compounds.csv)")
+    p.add_argument("--group-folds", default=5, type=int, help="folds of the grouped cross-validation")
+    p.add_argument("--last-layers", default=",".join(METHODS),
+                   help="comma-separated last layers fit on all inputs (of auto, gp, ridge, rf, mlp)")
+    p.add_argument("--descriptors", default="slack", choices=("none", "structure", "slack"),
+                   help="inputs beside crys_fea, as in transfer_learning_kappa.py")
+    p.add_argument("--property-models", default=None, metavar="PATHS",
+                   help="property models of --descriptors slack (default: beside MODELPATH)")
+    p.add_argument("--interval", default=0.9, type=float, help="level of the prediction intervals")
     p.add_argument("--finetune", default=0, type=int, metavar="EPOCHS",
                    help="also fine-tune the first source network for at most EPOCHS epochs per split (0: no)")
     p.add_argument("--finetune-patience", default=10, type=int, help="early-stopping patience of --finetune")
     p.add_argument("--finetune-batch-size", default=64, type=int, help="batch size of --finetune")
     p.add_argument("--finetune-lr", default=0.003, type=float, help="Adam learning rate of --finetune")
     p.add_argument("-b", "--batch-size", default=500, type=int, help="crystals per batch of the source model")
-    p.add_argument("-j", "--workers", default=0, type=int, help="data loading worker processes")
-    p.add_argument("--atom-init", default=None, help="atom_init.json (default CIFPATH/atom_init.json)")
-    p.add_argument("--cache-dir", default=None, help="folder to keep crystal graphs across runs")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("-j", "--workers", default=None, type=int, help="graph-building processes (default: all cores)")
+    add_graph_options(p)
+    add_quiet_option(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cgcnn.files import check_output_dir
+    from cgcnn.source import SourceModel
+    from cgcnn.transfer import default_property_models, load_property_models
+
     args = build_parser().parse_args(argv)
-    check_counts(args, at_least_one=("batch_size", "finetune_batch_size"))
+    check_counts(args, at_least_one=("batch_size", "finetune_batch_size", "group_folds"))
+    if not 0.5 <= args.interval < 1:
+        raise InputError(f"--interval must lie in [0.5, 1), not {args.interval:g}")
     paths = [p for p in args.modelpath.split(",") if p]
     if not paths:
         raise InputError("MODELPATH names no model")
     last_layers = [k.strip() for k in args.last_layers.split(",") if k.strip()]
+    check_output_dir(args.out_dir, ("metrics.md", "predictions.csv", "parity.png"))  # fail before the long part
     sources = [SourceModel.load(p, require_regression=True) for p in paths]
-    check_out_dir(args.out_dir)  # fail before the long part, creating nothing
+    props = None
+    if args.descriptors == "slack":
+        prop_paths = ([Path(p) for p in args.property_models.split(",") if p] if args.property_models
+                      else default_property_models(paths[0]))
+        props = load_property_models(prop_paths)
+    groups = None
+    if args.group_by:
+        from cgcnn.data import read_id_prop
+
+        ids, _ = read_id_prop(args.cifpath)
+        table_path = args.groups_file or Path(args.cifpath) / "compounds.csv"
+        groups = read_groups(table_path, args.group_by, ids)
     table, predictions = evaluate(
         sources, args.cifpath, splits=args.splits, train_fraction=args.train_fraction, kfold=args.kfold,
-        last_layers=last_layers, finetune=args.finetune, finetune_patience=args.finetune_patience,
+        groups=groups, group_folds=args.group_folds, group_name=args.group_by or "group",
+        last_layers=last_layers, descriptors=args.descriptors, property_models=props, level=args.interval,
+        finetune=args.finetune, finetune_patience=args.finetune_patience,
         finetune_batch_size=args.finetune_batch_size, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
         workers=args.workers, atom_init=args.atom_init, cache_dir=args.cache_dir, progress=not args.quiet)
-    written = write_outputs(table, predictions, args.out_dir)
+    inputs = {f"MODELPATH ({Path(p).name})": p for p in paths}
+    inputs["id_prop.csv"] = Path(args.cifpath) / "id_prop.csv"
+    written = write_report(table, predictions, args.out_dir, inputs=inputs)
     print(format_table(table), end="")
     print(f"wrote {written['metrics']}, {written['predictions']}, {written['parity']}", file=sys.stderr)
     return 0

@@ -279,7 +279,7 @@ class LastLayer:
     @classmethod
     def fit(cls, X: np.ndarray, y: np.ndarray, kind: str = "auto", seed: int = 0, cv_folds: int = 5,
             cv_repeats: int = 3, level: float = 0.9, inputs: dict | None = None, groups=None,
-            log=None) -> LastLayer:
+            interval_cv: bool = True, log=None) -> LastLayer:
         """Fit a last layer, choosing its type by cross-validation when ``kind='auto'``,
         and calibrate its interval and applicability domain on the same data.
 
@@ -302,6 +302,9 @@ class LastLayer:
             Recorded as :attr:`inputs`.
         groups : (int, int), optional
             Columns of ``crys_fea`` and of descriptors in ``X`` (for the ``gp`` kernel).
+        interval_cv : bool
+            Measure the interval's coverage and width by an outer cross-validation
+            (``folds`` more CV+ fits; off inside :func:`cgcnn.evaluate.evaluate`, which measures them itself).
         log : callable, optional
             Called with one progress line per stage.
 
@@ -352,7 +355,7 @@ class LastLayer:
         layer.interval = {"level": float(level), "cv_coverage": None, "cv_width": None}
         if n >= _MIN_INTERVAL_SAMPLES:
             layer.conformal = _fit_conformal(chosen, X, y, level, seed, cv_folds, groups)
-            if do_cv:
+            if do_cv and interval_cv:
                 cov, width = _interval_cv(chosen, X, y, level, seed, cv_folds, groups)
                 layer.interval.update(cv_coverage=cov, cv_width=width)
         return layer
