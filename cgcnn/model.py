@@ -64,13 +64,29 @@ class ConvLayer(nn.Module):
         a = self.atom_fea_len
         # fc_full(v_i ⊕ v_j ⊕ u_ij) split by blocks of its weight: the self and
         # neighbour parts are computed once per atom, not once per bond.
-        w = self.fc_full.weight
-        self_part = F.linear(atom_in_fea, w[:, :a], self.fc_full.bias)  # (N, 2A)
-        nbr_part = F.linear(atom_in_fea, w[:, a : 2 * a])  # (N, 2A)
-        total_gated_fea = F.linear(nbr_fea, w[:, 2 * a :])  # edge part, (N, M, 2A)
-        total_gated_fea += self_part.unsqueeze(1)  # in place: no second (N, M, 2A) tensor
-        total_gated_fea += nbr_part[nbr_fea_idx]
-        total_gated_fea = self.bn1(total_gated_fea.view(-1, 2 * a)).view(n, m, 2 * a)
+        w, bias = self.fc_full.weight, self.fc_full.bias
+        if self.training or not self.bn1.track_running_stats or self.bn1.running_mean is None:
+            self_part = F.linear(atom_in_fea, w[:, :a], bias)  # (N, 2A)
+            nbr_part = F.linear(atom_in_fea, w[:, a : 2 * a])  # (N, 2A)
+            total_gated_fea = F.linear(nbr_fea, w[:, 2 * a :])  # edge part, (N, M, 2A)
+            total_gated_fea += self_part.unsqueeze(1)  # in place: no second (N, M, 2A) tensor
+            total_gated_fea += nbr_part[nbr_fea_idx]
+            total_gated_fea = self.bn1(total_gated_fea.view(-1, 2 * a)).view(n, m, 2 * a)
+        else:
+            # evaluation: bn1 is the affine map x * scale + shift, folded into fc_full's weight
+            # and bias; the edge product is accumulated into the gathered neighbour parts
+            bn = self.bn1
+            scale = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.affine:
+                scale = scale * bn.weight
+            shift = -bn.running_mean * scale + (bn.bias if bn.affine else 0)
+            w = w * scale.unsqueeze(1)
+            self_part = F.linear(atom_in_fea, w[:, :a], bias * scale + shift)  # (N, 2A)
+            nbr_part = F.linear(atom_in_fea, w[:, a : 2 * a])  # (N, 2A)
+            total_gated_fea = nbr_part.index_select(0, nbr_fea_idx.reshape(-1))  # (N * M, 2A)
+            total_gated_fea.view(n, m, 2 * a).add_(self_part.unsqueeze(1))
+            total_gated_fea.addmm_(nbr_fea.reshape(n * m, -1), w[:, 2 * a :].t())  # + edge part
+            total_gated_fea = total_gated_fea.view(n, m, 2 * a)
         nbr_filter, nbr_core = total_gated_fea.chunk(2, dim=2)
         nbr_sumed = torch.sum(self.sigmoid(nbr_filter) * self.softplus1(nbr_core), dim=1)
         nbr_sumed = self.bn2(nbr_sumed)
