@@ -2,6 +2,13 @@
 
     python transfer_learning_kappa.py --train 1 models/source.pth.tar data/sample   # fit last_layer.sav
     python transfer_learning_kappa.py --train 0 models/source.pth.tar path/to/new   # predict
+    python transfer_learning_kappa.py --train 0 models/source.pth.tar db.tar.gz --on-error skip --resume
+
+``--train 0`` screens its input chunk by chunk (:mod:`cgcnn.screen`): a folder or a
+``.tar``/``.tar.gz``/``.zip`` archive of CIFs, in bounded memory, its rows written to
+shards as they are done and gathered in input order at the end; ``--on-error skip``
+leaves unreadable crystals to ``skipped.csv``; ``--resume`` continues an interrupted
+run; ``--dask local|ADDRESS`` spreads the chunks over a Dask cluster.
 
 The frozen source model (a CGCNN, Xie & Grossman, PRL 120, 145301 (2018)) turns
 each crystal into its crystal feature vector ``crys_fea``; a small scikit-learn
@@ -41,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("modelpath", metavar="MODELPATH",
                    help="source model checkpoint (.pth.tar); several, comma-separated, concatenate their crys_fea")
     p.add_argument("cifpath", metavar="CIFPATH",
-                   help="data folder: <cif_id>.cif files, id_prop.csv (cif_id,log10 κ_L) and atom_init.json")
+                   help="data folder: <cif_id>.cif files, id_prop.csv (cif_id,log10 κ_L) and atom_init.json; "
+                        "--train 0 also takes a .tar, .tar.gz or .zip archive of CIFs")
     p.add_argument("--train", default=1, type=int, choices=[0, 1], help="1: fit the last layer; 0: predict with it")
     p.add_argument("-b", "--batch-size", default=500, type=int, help="crystals per batch of the source model")
     p.add_argument("-j", "--workers", default=None, type=int,
@@ -71,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept a bare pickled estimator (the original tool's last_layer.sav); a pickle can run code")
     add_graph_options(p)
     add_quiet_option(p)
+    s = p.add_argument_group("screening (--train 0)")
+    s.add_argument("--on-error", default="stop", choices=("stop", "skip"),
+                   help="stop: a crystal that cannot be read or turned into a graph ends the run (one line, "
+                        "nothing written); skip: it is listed in skipped.csv beside --results and left out")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from the chunks kept in RESULTS.parts/ (same inputs and "
+                        "options only)")
+    s.add_argument("--chunk-size", default=None, type=int, metavar="N",
+                   help="crystals per chunk (a shard of work, the unit of resumption and of Dask tasks); a "
+                        "multiple of --batch-size (default: 4 x --batch-size)")
+    s.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="screen the chunks on a dask.distributed cluster: 'local' (a LocalCluster of this "
+                        "machine's cores) or a scheduler address such as tcp://host:8786")
     return p
 
 
@@ -121,19 +142,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         kind, descriptors = _settings(args)
     prop_paths = _property_paths(args, paths[0]) if descriptors == "slack" else []
+    if args.train == 1 and args.descriptors is None and not args.property_models and descriptors == "slack" \
+            and not all(p.is_file() for p in prop_paths):
+        descriptors, prop_paths = "structure", []
+        print(f"note: no property models ({', '.join(p.name for p in _property_paths(args, paths[0]))}) beside "
+              f"{paths[0]}; using --descriptors structure", file=sys.stderr)
     if args.train == 0 and layer.inputs.get("property_models") and not args.property_models:
         # the models it was fit with, by name, beside the first source model
         prop_paths = [Path(paths[0]).parent / s["name"] for s in layer.inputs["property_models"]]
+    if args.train == 0:
+        return _screen(args, paths, layer, descriptors, prop_paths, device)
+    for option in ("resume", "dask", "chunk_size"):
+        if getattr(args, option):
+            raise InputError(f"--{option.replace('_', '-')} applies to --train 0 (screening) only")
+    if args.on_error != "stop":
+        raise InputError("--on-error skip applies to --train 0 (screening) only; --train 1 needs every crystal")
 
     folder = Path(args.cifpath)
     inputs = {f"MODELPATH ({Path(p).name})": p for p in paths}
     inputs.update({f"--property-models ({p.name})": p for p in prop_paths})
     inputs["id_prop.csv"] = folder / "id_prop.csv"
-    if args.train == 0:
-        inputs["--last-layer"] = args.last_layer
-        outputs = {"--results": args.results, "--test-results": args.test_results}
-    else:
-        outputs = {"--last-layer": args.last_layer, "--test-results": args.test_results}
+    outputs = {"--last-layer": args.last_layer, "--test-results": args.test_results}
     outs = OutputSet(outputs, inputs=inputs)  # checked before the long part
 
     t0 = time.time()
@@ -178,32 +207,57 @@ def main(argv: list[str] | None = None) -> int:
                   f"mean width {iv['cv_width']:.2f} log10 (a factor of {10 ** (iv['cv_width'] / 2):.1f} either way)")
         elif layer.conformal is None:
             print(f"no prediction interval: {n} crystals are too few (at least 10 are needed)")
-    else:
-        layer.check_inputs(record)
-        pred = layer.predict(feats.X, args.interval)
-        df = pd.DataFrame({
-            "cif_id": feats.ids, "target": target, "prediction": pred.prediction, "kappa": 10.0 ** pred.prediction,
-            "prediction_low": pred.low, "prediction_high": pred.high,
-            "kappa_low": 10.0 ** pred.low, "kappa_high": 10.0 ** pred.high,
-            "in_domain": pred.in_domain, "domain_distance": pred.distance,
-        })
-        with outs:
-            outs.write_csv(args.test_results, source_results)
-            outs.write_csv(args.results, df)
-        print(f"predicted log10 κ_L of {n} crystals -> {args.results} (kappa columns in W m-1 K-1)")
-        if np.isfinite(pred.low).any():
-            print(f"{pred.level:.0%} prediction intervals (CV+); {int((~pred.in_domain).sum())} of {n} crystals "
-                  "outside the last layer's applicability domain (in_domain False)")
-        if feats.targets is not None:
-            from sklearn.metrics import mean_absolute_error, r2_score
-
-            mae = mean_absolute_error(feats.targets, pred.prediction)
-            r2 = r2_score(feats.targets, pred.prediction) if n > 1 else float("nan")
-            print(f"MAE {mae:.3f} log10 κ_L (a factor of {10 ** mae:.2f} in κ_L), R² {r2:.3f}")
-            if np.isfinite(pred.low).any():
-                inside = (feats.targets >= pred.low) & (feats.targets <= pred.high)
-                print(f"interval coverage {inside.mean():.0%} of {n}")
     log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s")
+    return 0
+
+
+def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device) -> int:
+    """``--train 0``: screen CIFPATH chunk by chunk (:func:`cgcnn.screen.screen`) and print the summary."""
+    from cgcnn.archive import open_input
+    from cgcnn.files import OutputSet
+    from cgcnn.screen import Screener, ScreenSettings, atom_tables, screen
+    from cgcnn.source import SourceModel
+    from cgcnn.transfer import load_property_models
+
+    check_counts(args, at_least_one=("batch_size", "chunk_size"))
+    settings = ScreenSettings(batch_size=args.batch_size, chunk_size=args.chunk_size, on_error=args.on_error,
+                              resume=args.resume, dask=args.dask, workers=args.workers, level=args.interval,
+                              progress=not args.quiet, cache_dir=args.cache_dir)
+    settings.check()
+    data = open_input(args.cifpath)
+    results = Path(args.results)
+    skipped = results.with_name("skipped.csv") if args.on_error == "skip" else None
+    inputs = {f"MODELPATH ({Path(p).name})": p for p in paths}
+    inputs.update({f"--property-models ({p.name})": p for p in prop_paths})
+    inputs["--last-layer"] = args.last_layer
+    inputs["CIFPATH"] = data.path / "id_prop.csv" if data.kind == "folder" else data.path
+    outs = OutputSet({"--results": results, "--test-results": args.test_results, "skipped.csv": skipped},
+                     inputs=inputs)  # checked before the long part
+
+    t0 = time.time()
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    kwargs = {"device": device} if device else {}
+    sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
+    props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
+    models = sources + (list(props.values()) if props else [])
+    tables, table_sources = atom_tables(models, data, args.atom_init)
+    screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings)
+    layer.check_inputs(screener.record())
+    summary = screen(screener, data, outs, results, Path(args.test_results), skipped, Path(args.last_layer),
+                     trust_pickle=args.trust_pickle, device=device, log=log)
+    n = summary.n
+    print(f"predicted log10 κ_L of {n} crystals -> {args.results} (kappa columns in W m-1 K-1)")
+    if summary.with_interval:
+        print(f"{summary.level:.0%} prediction intervals (CV+); {summary.out_of_domain} of {n} crystals "
+              "outside the last layer's applicability domain (in_domain False)")
+    if summary.n_targets:
+        print(f"MAE {summary.mae:.3f} log10 κ_L (a factor of {10 ** summary.mae:.2f} in κ_L), R² {summary.r2:.3f}")
+        if summary.with_interval:
+            print(f"interval coverage {summary.coverage:.0%} of {summary.n_targets}")
+    if skipped is not None:
+        print(f"skipped {summary.skipped} of {n + summary.skipped} crystals -> {skipped}")
+    log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s "
+        f"({summary.rate:.1f} crystals/s)")
     return 0
 
 

@@ -681,7 +681,8 @@ def _restricted_unpickler(trust: bool):
             ok = (module.startswith(("sklearn.", "numpy", "scipy.", "joblib.numpy_pickle"))
                   or (module == "builtins" and name in _SAFE_BUILTINS and name != "getattr")
                   or (module == "copyreg" and name == "_reconstructor")
-                  or (module == "collections" and name == "OrderedDict"))
+                  or (module == "collections" and name == "OrderedDict")
+                  or (module == "torch.torch_version" and name == "TorchVersion"))  # a str: version 1's record
             if not ok:
                 raise pickle.UnpicklingError(f"refused type {module}.{name}")
             return super().find_class(module, name)
