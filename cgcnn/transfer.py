@@ -41,6 +41,7 @@ __all__ = [
     "Features",
     "compute_features",
     "default_property_models",
+    "features_from_datasets",
     "load_property_models",
     "source_record",
 ]
@@ -208,6 +209,71 @@ def compute_features(sources: Sequence[SourceModel], folder, batch_size: int = 5
             desc = np.concatenate([desc, slack_descriptors(desc, debye, bulk, shear)], axis=1)
             names += list(SLACK_DESCRIPTORS)
     return Features(base.ids, base.targets, np.concatenate(feas, axis=1), np.stack(preds[:n_src], axis=1),
+                    desc, names, digests)
+
+
+def features_from_datasets(models: Sequence[SourceModel], datasets: Sequence, n_sources: int,
+                           descriptors: str = "none", structure_desc: np.ndarray | None = None,
+                           batch_size: int = 500) -> Features:
+    """Last-layer inputs of a list of crystals whose graphs are already built (a chunk of a
+    screening run, :mod:`cgcnn.screen`), as :func:`compute_features` gives them for a folder.
+
+    Rows, batches and arithmetic are those of :func:`compute_features`: for crystals
+    ``k * batch_size ...`` of a folder, the same ``float32`` ``crys_fea`` bit for bit (a
+    network's output depends, in the last bits, on its batch, so chunks must start at a
+    multiple of ``batch_size`` to agree).
+
+    Parameters
+    ----------
+    models : sequence of SourceModel
+        The source models, then (for ``slack``) the Debye, bulk and shear models.
+    datasets : sequence
+        One dataset per model (``len(datasets) == len(models)``), each of the same n
+        crystals in the same order, with that model's graph parameters and atom table
+        (a :class:`cgcnn.data.CIFData` or anything with its ``__getitem__``, ``graph``,
+        ``ids`` and ``targets``).
+    n_sources : int
+        How many of ``models`` are source models.
+    descriptors : {"none", "structure", "slack"}
+    structure_desc : ndarray of shape (n, 5), optional
+        :func:`cgcnn.descriptors.structure_descriptors` of the crystals; needed unless
+        ``descriptors`` is ``none``.
+    batch_size : int
+        Crystals per batch of each network.
+
+    Returns
+    -------
+    Features
+        ``atom_init`` digests taken from each dataset's ``atom_init`` table.
+
+    Raises
+    ------
+    InputError
+        An unknown descriptor level; descriptors asked for without ``structure_desc``.
+    """
+    from cgcnn.descriptors import slack_descriptors
+
+    if descriptors not in DESCRIPTOR_SETS:
+        raise InputError(f"unknown descriptors {descriptors!r}; choose one of {', '.join(DESCRIPTOR_SETS)}")
+    feas, preds, digests, names = [], [], [], []
+    for model, data in zip(models, datasets):
+        fea, pred = model.run(data, batch_size=batch_size, workers=0, progress=False)
+        feas.append(fea)
+        preds.append(pred)
+        digests.append(atom_init_digest(data.atom_init))
+        names += [f"{model.path.name}:crys_fea[{j}]" for j in range(fea.shape[1])]
+    base = datasets[0]
+    desc = np.zeros((len(base.ids), 0))
+    if descriptors != "none":
+        if structure_desc is None:
+            raise InputError(f"--descriptors {descriptors} needs the structure descriptors of the crystals")
+        desc = np.asarray(structure_desc, dtype=np.float64).reshape(len(base.ids), len(STRUCTURE_DESCRIPTORS))
+        names += list(STRUCTURE_DESCRIPTORS)
+        if descriptors == "slack":
+            debye, bulk, shear = preds[n_sources:n_sources + 3]
+            desc = np.concatenate([desc, slack_descriptors(desc, debye, bulk, shear)], axis=1)
+            names += list(SLACK_DESCRIPTORS)
+    return Features(list(base.ids), base.targets, np.concatenate(feas, axis=1), np.stack(preds[:n_sources], axis=1),
                     desc, names, digests)
 
 

@@ -1,0 +1,226 @@
+"""Screening with ``--train 0`` (cgcnn.screen): streaming, skipped crystals, resumption, archives, Dask.
+
+Twelve crystals of data/sample, batches of 2 and chunks of 4 (three shards); the last layer is a
+ridge fit on them with the bundled source and property models (``--descriptors slack``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+TOOL = REPO / "transfer_learning_kappa.py"
+MODEL = REPO / "models" / "source.pth.tar"
+SAMPLE = REPO / "data" / "sample"
+IDS = ["C", "Si", "GaAs", "NaCl", "MgO", "AlN", "KCl", "LiF", "GaN", "InP", "CdTe", "PbTe"]
+FAST = ("-b", "2", "--chunk-size", "4", "-j", "1")
+
+pytestmark = pytest.mark.skipif(not (SAMPLE.is_dir() and (REPO / "models" / "bulk_modulus.pth.tar").is_file()),
+                                reason="needs data/sample and the bundled models")
+
+
+def run(*args, cwd: Path, check: bool = True, quiet: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(TOOL), *map(str, args)] + (["-q"] if quiet else [])
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def targets() -> dict[str, str]:
+    rows = dict(line.split(",", 1) for line in (SAMPLE / "id_prop.csv").read_text().split())
+    return {i: rows[i] for i in IDS}
+
+
+def folder_of(path: Path, ids=IDS, with_targets: bool = True) -> Path:
+    path.mkdir(parents=True)
+    for i in ids:
+        shutil.copy(SAMPLE / f"{i}.cif", path / f"{i}.cif")
+    if with_targets:
+        t = targets()
+        (path / "id_prop.csv").write_text("".join(f"{i},{t[i]}\n" for i in ids))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:
+    """A folder with last_layer.sav (ridge on the twelve crystals, slack descriptors)."""
+    work = tmp_path_factory.mktemp("fit")
+    data = folder_of(work / "data")
+    run("--train", 1, MODEL, data, "--last-layer-type", "ridge", "--cv-folds", 3, cwd=work)
+    return work
+
+
+def screen_run(fitted: Path, cwd: Path, data, *extra, check=True, quiet=True):
+    return run("--train", 0, MODEL, data, "--last-layer", fitted / "last_layer.sav", *FAST, *extra, cwd=cwd,
+               check=check, quiet=quiet)
+
+
+def workdir(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.mkdir()
+    return path
+
+
+def test_streaming_equals_one_pass(fitted, tmp_path):
+    """Chunked results, byte for byte, are those of compute_features + predict on the whole folder."""
+    from cgcnn.files import save_csv
+    from cgcnn.lastlayer import LastLayer
+    from cgcnn.source import SourceModel
+    from cgcnn.transfer import compute_features, default_property_models, load_property_models
+
+    out = workdir(tmp_path, "stream")
+    proc = screen_run(fitted, out, fitted / "data", quiet=False)
+    assert "crystals/s" in proc.stderr and "left" in proc.stderr
+    assert not (out / "results.csv.parts").exists()
+
+    layer = LastLayer.load(fitted / "last_layer.sav")
+    source = SourceModel.load(MODEL, device="cpu")
+    props = load_property_models(default_property_models(MODEL), device="cpu")
+    feats = compute_features([source], fitted / "data", batch_size=2, workers=0, progress=False,
+                             descriptors="slack", property_models=props)
+    pred = layer.predict(feats.X)
+    frame = pd.DataFrame({
+        "cif_id": feats.ids, "target": feats.targets, "prediction": pred.prediction, "kappa": 10.0 ** pred.prediction,
+        "prediction_low": pred.low, "prediction_high": pred.high, "kappa_low": 10.0 ** pred.low,
+        "kappa_high": 10.0 ** pred.high, "in_domain": pred.in_domain, "domain_distance": pred.distance})
+    save_csv(frame, tmp_path / "reference.csv")
+    assert (out / "results.csv").read_bytes() == (tmp_path / "reference.csv").read_bytes()
+    assert np.isfinite(pred.low).all()
+    test = pd.read_csv(out / "test_results.csv")
+    assert list(test.cif_id) == IDS
+
+
+def test_broken_cifs_skipped(fitted, tmp_path):
+    data = folder_of(tmp_path / "data")
+    (data / "GaAs.cif").write_text("")  # empty
+    (data / "KCl.cif").write_text("data_x\n_cell_length_a 4\nnonsense\n")  # no structure
+    text = (data / "CdTe.cif").read_text()
+    (data / "CdTe.cif").write_text(text.replace("Cd", "Xx"))  # no such element
+    out = workdir(tmp_path, "skip")
+    proc = screen_run(fitted, out, data, "--on-error", "skip")
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert list(skipped.columns) == ["cif_id", "reason"]
+    assert list(skipped.cif_id) == ["GaAs", "KCl", "CdTe"]
+    assert all("\n" not in r and r for r in skipped.reason)
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.cif_id) == [i for i in IDS if i not in ("GaAs", "KCl", "CdTe")]
+    assert list(pd.read_csv(out / "test_results.csv").cif_id) == list(results.cif_id)
+    assert "skipped 3 of 12" in proc.stdout
+
+    # without --on-error skip: one line, exit 2, nothing written
+    out = workdir(tmp_path, "stop")
+    proc = screen_run(fitted, out, data, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert "GaAs.cif" in proc.stderr
+    assert sorted(os.listdir(out)) == []
+
+
+def test_resume_after_crash_and_sigkill(fitted, tmp_path):
+    full = workdir(tmp_path, "full")
+    screen_run(fitted, full, fitted / "data")
+    data = fitted / "data"
+
+    # a crash after two shards (the third chunk raises): shards kept, resume finishes
+    crash = workdir(tmp_path, "crash")
+    argv = [str(TOOL), "--train", "0", str(MODEL), str(data), "--last-layer", str(fitted / "last_layer.sav"),
+            *FAST, "-q"]
+    code = ("import sys, runpy, cgcnn.screen as s\n"
+            "orig = s.Screener.finish\n"
+            "def finish(self, index, crystals, prepared):\n"
+            "    if index == 2: raise RuntimeError('simulated crash')\n"
+            "    return orig(self, index, crystals, prepared)\n"
+            "s.Screener.finish = finish\n"
+            f"sys.argv = {argv!r}\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=crash, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode != 0 and "simulated crash" in proc.stderr
+    parts = crash / "results.csv.parts"
+    assert sorted(p.name for p in parts.glob("*.json")) == ["0000000.json", "0000001.json", "manifest.json"]
+    assert not (crash / "results.csv").exists()
+    refused = screen_run(fitted, crash, data, check=False)  # without --resume: refused, shards kept
+    assert refused.returncode == 2 and "--resume" in refused.stderr and parts.exists()
+    proc = screen_run(fitted, crash, data, "--resume", quiet=False)
+    assert "resuming: 2 of 3 chunks" in proc.stderr
+    assert (crash / "results.csv").read_bytes() == (full / "results.csv").read_bytes()
+    assert (crash / "test_results.csv").read_bytes() == (full / "test_results.csv").read_bytes()
+    assert not parts.exists()
+
+    # SIGKILL after the first shard
+    killed = workdir(tmp_path, "killed")
+    parts = killed / "results.csv.parts"
+    cmd = [sys.executable, str(TOOL), "--train", "0", MODEL, data, "--last-layer", fitted / "last_layer.sav",
+           "-b", "2", "--chunk-size", "2", "-j", "0", "-q"]
+    child = subprocess.Popen(list(map(str, cmd)), cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(list(parts.glob("0*.json"))) < 1 and child.poll() is None:
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert not (killed / "results.csv").exists()
+    done = len(list(parts.glob("0*.json")))
+    assert 1 <= done < 6
+    run("--train", 0, MODEL, data, "--last-layer", fitted / "last_layer.sav", "-b", "2", "--chunk-size", "2",
+        "-j", "0", "--resume", cwd=killed)
+    assert (killed / "results.csv").read_bytes() == (full / "results.csv").read_bytes()
+
+
+def test_resume_refuses_another_run(fitted, tmp_path):
+    out = workdir(tmp_path, "other")
+    parts = out / "results.csv.parts"
+    parts.mkdir()
+    (parts / "manifest.json").write_text('{"format": "cgcnn-kappa screen 1", "source model": ["0"]}')
+    proc = screen_run(fitted, out, fitted / "data", "--resume", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "another source model" in proc.stderr
+    assert parts.exists()  # another run's shards are left alone
+
+
+def test_archives_equal_folder(fitted, tmp_path):
+    data = folder_of(tmp_path / "plain", sorted(IDS), with_targets=False)  # no id_prop.csv: sorted names
+    ref = workdir(tmp_path, "ref")
+    screen_run(fitted, ref, data)
+    with tarfile.open(tmp_path / "db.tar.gz", "w:gz") as tf:
+        for i in sorted(IDS):
+            tf.add(data / f"{i}.cif", arcname=f"db/{i}.cif")
+    with zipfile.ZipFile(tmp_path / "db.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("db/", "")
+        for i in sorted(IDS):
+            zf.write(data / f"{i}.cif", f"db/{i}.cif")
+    for archive in ("db.tar.gz", "db.zip"):
+        out = workdir(tmp_path, archive.replace(".", "_"))
+        screen_run(fitted, out, tmp_path / archive)
+        assert (out / "results.csv").read_bytes() == (ref / "results.csv").read_bytes(), archive
+
+
+def test_dask_local_same_results(fitted, tmp_path):
+    pytest.importorskip("dask.distributed")
+    ref = workdir(tmp_path, "ref")
+    screen_run(fitted, ref, fitted / "data")
+    out = workdir(tmp_path, "dask")
+    screen_run(fitted, out, fitted / "data", "--dask", "local")
+    assert (out / "results.csv").read_bytes() == (ref / "results.csv").read_bytes()
+    assert (out / "test_results.csv").read_bytes() == (ref / "test_results.csv").read_bytes()
+
+
+def test_chunk_size_must_be_a_multiple(fitted, tmp_path):
+    proc = run("--train", 0, MODEL, fitted / "data", "--last-layer", fitted / "last_layer.sav", "-b", "3",
+               "--chunk-size", "4", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "multiple of --batch-size" in proc.stderr
