@@ -144,9 +144,10 @@ def load_atom_init(path: str | os.PathLike) -> dict[int, np.ndarray]:
         or its vectors differ in length.
     """
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: atom_init.json {missing_reason(path)}")
     if not path.is_file():
-        reason = missing_reason(path) if os.path.lexists(path) or not path.exists() else "is not a file"
-        raise InputError(f"{path}: atom_init.json {reason}")
+        raise InputError(f"{path}: is a folder or a device, not an atom_init.json file")
     try:
         raw = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -899,7 +900,8 @@ def build_graphs(data, positions: Sequence[int] | None = None, workers: int | No
     workers = available_cores() if workers is None else workers
     missing = sum(1 for r in rows if r not in data._cache._data)
     chunk_size = chunk_size or max(1, min(32, missing // (4 * max(workers, 1))))
-    if workers < 1 or missing <= chunk_size:
+    # a daemonic process (itself a pool's worker) may not start processes: build here
+    if workers < 1 or missing <= chunk_size or multiprocessing.current_process().daemon:
         for row in rows:
             yield data.graph(row)
         return

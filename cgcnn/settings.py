@@ -22,6 +22,9 @@ __all__ = ["FitSettings", "NetworkSettings", "SplitSettings", "TrainSettings"]
 
 PathLike = str | os.PathLike
 
+#: Most Gaussian edge features (``(radius - dmin) / step + 1``) :meth:`TrainSettings.check` accepts.
+MAX_GAUSSIANS = 1000
+
 
 @dataclass
 class FitSettings:
@@ -148,7 +151,8 @@ class TrainSettings:
         Counts (``--epochs``, ``--batch-size``, ``--max-num-nbr``, network sizes) must be at
         least 1; ``--workers``, ``--start-epoch``, ``--patience``, ``--freeze-convs`` and the
         split sizes not negative; ``--radius``, ``--step`` and ``--lr`` positive, with
-        ``--step`` below ``--radius``; the split ratios within 0 ... 1; ``--seed`` within
+        ``--step`` below ``--radius`` and at most :data:`MAX_GAUSSIANS` Gaussians; the
+        split ratios within 0 ... 1; ``--lr-milestones`` not negative; ``--seed`` within
         0 ... 2**32 - 1.
 
         Raises
@@ -182,6 +186,12 @@ class TrainSettings:
         if graph.step >= graph.radius - graph.dmin:
             raise InputError(f"--step {graph.step} must be smaller than --radius {graph.radius} "
                              "(the Gaussians span 0 ... radius)")
+        n_gaussians = (graph.radius - graph.dmin) / graph.step + 1
+        if n_gaussians > MAX_GAUSSIANS:
+            raise InputError(f"--radius {graph.radius} and --step {graph.step} give {n_gaussians:.3g} Gaussian edge "
+                             f"features, more than {MAX_GAUSSIANS} (upstream: --radius 8 --step 0.2, 41)")
+        if any(m < 0 for m in fit.lr_milestones):
+            raise InputError(f"--lr-milestones must not be negative, not {list(fit.lr_milestones)}")
         if not 0 <= fit.seed <= 2**32 - 1:
             raise InputError(f"--seed must be within 0 ... 2**32 - 1, not {fit.seed}")
         if self.task not in ("regression", "classification"):

@@ -163,6 +163,15 @@ def _resume(settings: TrainSettings, net, optimizer, normalizer: Normalizer):
     return epoch, best
 
 
+def _check_class_labels(dataset, id_prop: Path) -> None:
+    """Refuse classification targets other than 0 and 1 (upstream's two classes), naming the first."""
+    bad = ~np.isin(dataset.targets, (0.0, 1.0))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise InputError(f"{id_prop}: --task classification needs targets 0 or 1; {dataset.ids[row]} has "
+                         f"{dataset.targets[row]:g}")
+
+
 def _shape_options(ckpt: dict) -> str:
     """The network-size options a checkpoint records, as ``--atom-fea-len 8 --n-conv 1 ...``."""
     args = ckpt.get("args") or {}
@@ -220,6 +229,8 @@ def train(settings: TrainSettings) -> TrainResult:
         raise InputError(f"{Path(settings.data) / 'id_prop.csv'}: training needs targets (cif_id,target rows)")
     if pretrained:
         pretrained.check_data(dataset)
+    if classification:
+        _check_class_labels(dataset, Path(settings.data) / "id_prop.csv")
     split = settings.split
     id_prop = Path(settings.data) / "id_prop.csv"
     try:
@@ -242,6 +253,9 @@ def train(settings: TrainSettings) -> TrainResult:
         n = settings.network
         net = CrystalGraphConvNet(dataset.orig_atom_fea_len, params.nbr_fea_len, atom_fea_len=n.atom_fea_len,
                                   n_conv=n.n_conv, h_fea_len=n.h_fea_len, n_h=n.n_h, classification=classification)
+    if settings.freeze_convs > len(net.convs):
+        raise InputError(f"--freeze-convs {settings.freeze_convs}: the network has only {len(net.convs)} "
+                         "convolution(s)")
     frozen = freeze_layers(net, settings.freeze_embedding, settings.freeze_convs)
     optimizer = make_optimizer(net, fit.optim, fit.lr, fit.momentum, fit.weight_decay)
     n_trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)

@@ -138,6 +138,13 @@ def test_symlink_loop_named(capsys, tmp_path, cif_folder, small_model, what):
     assert snapshot(tmp_path) == before
 
 
+def test_atom_init_that_is_a_folder(capsys, tmp_path, cif_folder, small_model):
+    (cif_folder / "atom_init.json").unlink()
+    (cif_folder / "atom_init.json").mkdir()
+    code, err = run_predict(capsys, small_model, cif_folder, tmp_path / "p.csv")
+    assert "not found" not in assert_error(code, err, "atom_init.json", "is a folder")
+
+
 # --------------------------------------------------------------------------------------------------
 # too few crystals
 

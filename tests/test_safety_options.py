@@ -64,6 +64,10 @@ BAD_OPTIONS = {
     ("--lr", "nan"): ["--lr", "positive"],
     ("--freeze-convs", "-1"): ["--freeze-convs", "not be negative"],
     ("--epochs", "0"): ["--epochs", "at least 1"],
+    ("--radius", "1e300"): ["--radius 1e+300", "Gaussian edge features, more than 1000"],
+    ("--lr-milestones", "-3"): ["--lr-milestones", "not be negative"],
+    ("--freeze-convs", "2"): ["--freeze-convs 2", "only 1 convolution"],
+    ("--task", "classification"): ["id_prop.csv", "targets 0 or 1", "Si has 2.17"],
 }
 
 
