@@ -85,12 +85,12 @@ class CrystalInput:
     Memory: the ids (about 100 bytes each); a chunk's bytes while it is read.
     """
 
-    def __init__(self, path: Path, kind: str, ids: list[str], targets=None, files: list[Path] | None = None):
+    def __init__(self, path: Path, kind: str, ids: list[str], targets=None, files: list[str] | None = None):
         self.path = path
         self.kind = kind
         self.ids = ids
         self.targets = targets
-        self._files = files
+        self._files = files  # a folder's CIF file names (str: a tenth of a Path's memory)
         folder_init = path / "atom_init.json" if kind == "folder" else None
         self.atom_init = folder_init if folder_init is not None and folder_init.exists() else None
 
@@ -103,8 +103,9 @@ class CrystalInput:
         bytes.  What ``--resume`` compares."""
         h = hashlib.sha256(f"{self.kind}\n".encode())
         if self.kind == "folder":
-            extra = [self.atom_init] if self.atom_init is not None else []
-            for i, path in enumerate(list(self._files) + extra):
+            extra = [self.atom_init.name] if self.atom_init is not None else []
+            for i, name in enumerate(self._files + extra):
+                path = self.path / name
                 try:
                     st = path.stat()
                     stamp = f"{st.st_size} {st.st_mtime_ns}"
@@ -158,7 +159,7 @@ class CrystalInput:
                 continue
             out = []
             for i in range(start, min(start + chunk_size, n)):
-                path = self._files[i]
+                path = self.path / self._files[i]
                 target = float(self.targets[i]) if self.targets is not None else math.nan
                 try:
                     data, error = path.read_bytes(), None
@@ -242,7 +243,7 @@ def open_input(path: str | os.PathLike) -> CrystalInput:
         if not path.exists() and is_archive(path):
             raise InputError(f"{path}: archive {missing_reason(path)}")
         ids, targets = read_id_prop(path)
-        return CrystalInput(path, "folder", ids, targets, [cif_file(path, i) for i in ids])
+        return CrystalInput(path, "folder", ids, targets, [cif_file(path, i).name for i in ids])
     if not is_archive(path):
         raise InputError(f"{path}: neither a data folder nor an archive of CIFs ({', '.join(ARCHIVE_SUFFIXES)})")
     kind, ids = _list_archive(path)

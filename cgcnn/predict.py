@@ -1,9 +1,14 @@
 """Predict with a trained CGCNN (upstream ``predict.py``).
 
     python -m cgcnn.predict MODELPATH CIFPATH [--out test_results.csv]
+    python -m cgcnn.predict MODELPATH db.tar.gz --on-error skip --resume [--dask local]
 
 CIFPATH is a CGCNN data folder (``id_prop.csv``, with or without targets, or
-none at all; one ``<cif_id>.cif`` per crystal; ``atom_init.json``).  The output
+none at all; one ``<cif_id>.cif`` per crystal; ``atom_init.json``), or a ``.tar``,
+``.tar.gz`` or ``.zip`` archive of CIFs (read without unpacking, in archive order).
+The command line screens it chunk by chunk (:mod:`cgcnn.screen`: bounded memory,
+``--on-error skip`` with ``skipped.csv`` beside ``--out``, ``--resume``, ``--dask``);
+:func:`predict` returns a whole folder's predictions as one table.  The output
 CSV has the header ``cif_id,target,prediction``, one row per crystal in
 ``id_prop.csv`` order (upstream shuffled them); ``target`` is empty where the
 folder has none, and for a classification model ``prediction`` is the
@@ -110,26 +115,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="test_results.csv", help="output CSV (default: test_results.csv)")
     add_graph_options(parser)
     add_quiet_option(parser)
+    group = parser.add_argument_group("screening")
+    group.add_argument("--on-error", default="stop", choices=("stop", "skip"),
+                       help="stop: a crystal that cannot be read or turned into a graph ends the run (one line, "
+                            "nothing written); skip: it is listed in skipped.csv beside --out and left out")
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from the chunks kept in OUT.parts/ (same inputs and "
+                            "options only)")
+    group.add_argument("--chunk-size", default=None, type=int, metavar="N",
+                       help="crystals per chunk (the unit of resumption and of Dask tasks); a multiple of "
+                            "--batch-size (default: 4 x --batch-size)")
+    group.add_argument("--dask", default=None, metavar="ADDRESS",
+                       help="run the chunks on a dask.distributed cluster: 'local' (a LocalCluster of this "
+                            "machine's cores) or a scheduler address such as tcp://host:8786")
     args = parser.parse_args(argv)
-    check_counts(args)
-    out = Path(args.out)
-    folder = Path(args.cifpath)
-    outs = OutputSet({"--out": out}, inputs={  # checked before the long part
-        "model": args.modelpath, "id_prop.csv": folder / "id_prop.csv",
-        "atom_init.json": args.atom_init or folder / "atom_init.json"})
+    check_counts(args, at_least_one=("batch_size", "chunk_size"))
+    from cgcnn.archive import open_input  # the engine imports numpy and torch: not at import (--help stays fast)
+    from cgcnn.screen import Screener, ScreenSettings, atom_tables, screen
+    from cgcnn.source import SourceModel
 
-    frame = predict(
-        args.modelpath, args.cifpath, atom_init=args.atom_init, batch_size=args.batch_size,
-        workers=args.workers, cache_dir=args.cache_dir, progress=not args.quiet,
-        device="cpu" if args.disable_cuda else None,
-    )
-    with outs:
-        outs.write_csv(out, frame, float_format=None)
-    known = frame["target"].notna()
-    if known.any():
-        mae = float((frame.loc[known, "prediction"] - frame.loc[known, "target"]).abs().mean())
-        print(f"MAE {mae:.4f} over {int(known.sum())} crystals")
-    print(f"{len(frame)} predictions written to {out}")
+    settings = ScreenSettings(batch_size=args.batch_size, chunk_size=args.chunk_size, on_error=args.on_error,
+                              resume=args.resume, dask=args.dask, workers=args.workers, progress=not args.quiet,
+                              cache_dir=args.cache_dir)
+    settings.check()
+    data = open_input(args.cifpath)
+    out = Path(args.out)
+    skipped = out.with_name("skipped.csv") if args.on_error == "skip" else None
+    outs = OutputSet({"--out": out, "skipped.csv": skipped}, inputs={  # checked before the long part
+        "model": args.modelpath, "CIFPATH": data.path / "id_prop.csv" if data.kind == "folder" else data.path,
+        "atom_init.json": args.atom_init or data.path / "atom_init.json"})
+
+    device = "cpu" if args.disable_cuda else None
+    model = SourceModel.load(args.modelpath, device=device)
+    tables, sources = atom_tables([model], data, args.atom_init)
+    screener = Screener([model], None, "none", None, tables, sources, settings)
+    summary = screen(screener, data, outs, out, None, skipped, None, device=device,
+                     log=(lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    if summary.n_targets:
+        print(f"MAE {summary.mae:.4f} over {summary.n_targets} crystals")
+    print(f"{summary.n} predictions written to {out}")
+    if skipped is not None:
+        print(f"skipped {summary.skipped} of {summary.n + summary.skipped} crystals -> {skipped}")
     return 0
 
 

@@ -279,8 +279,8 @@ class Shard:
     stats: dict = field(default_factory=dict)
 
 
-def _csv_rows(frame) -> str:
-    return frame.to_csv(index=False, header=False, na_rep="", float_format=_FLOAT_FORMAT) if len(frame) else ""
+def _csv_rows(frame, float_format: str | None = _FLOAT_FORMAT) -> str:
+    return frame.to_csv(index=False, header=False, na_rep="", float_format=float_format) if len(frame) else ""
 
 
 def _csv_header(columns: Sequence[str]) -> str:
@@ -299,7 +299,9 @@ class Screener:
     property_models : dict or None
         Role → SourceModel (:func:`cgcnn.transfer.load_property_models`), for ``slack``.
     descriptors : {"none", "structure", "slack"}
-    layer : LastLayer
+    layer : LastLayer or None
+        None: the source model's own predictions (``python -m cgcnn.predict``): one source
+        model, no descriptors, rows ``cif_id,target,prediction`` at full precision.
     tables : list of dict
         Each model's atom feature table (atomic number → float32 vector of shape
         (orig_atom_fea_len,)), sources then property models, with ``table_sources`` naming them.
@@ -314,6 +316,8 @@ class Screener:
         self.models = self.sources + (list(property_models.values()) if descriptors == "slack" else [])
         self.layer = layer
         self.settings = settings
+        self.columns = RESULT_COLUMNS if layer is not None else TEST_COLUMNS
+        self.float_format = _FLOAT_FORMAT if layer is not None else None
         self.tables = [_AtomTable(t, s) for t, s in zip(tables, table_sources)]
         params = []
         for model in self.models:
@@ -388,6 +392,12 @@ class Screener:
             desc = np.stack([prepared[i].desc for i in keep]) if self.descriptors != "none" else None
             feats = features_from_datasets(self.models, datasets, len(self.sources), self.descriptors, desc,
                                            self.settings.batch_size)
+            known = ~np.isnan(targets)
+            if self.layer is None:  # the source model's predictions, as cgcnn.predict writes them
+                prediction = feats.source_prediction[:, 0]
+                frame = pd.DataFrame({"cif_id": ids, "target": targets, "prediction": prediction})
+                stats.update(n_targets=int(known.sum()), abs_err=float(np.abs(prediction - targets)[known].sum()))
+                return Shard(index, _csv_rows(frame, None), "", self._skipped(skipped), stats)
             pred = self.layer.predict(feats.X, self.settings.level)
             frame = pd.DataFrame({
                 "cif_id": ids, "target": targets, "prediction": pred.prediction, "kappa": 10.0 ** pred.prediction,
@@ -398,15 +408,19 @@ class Screener:
             results = _csv_rows(frame)
             test = _csv_rows(pd.DataFrame({"cif_id": ids, "target": targets,
                                            "prediction": feats.source_prediction[:, 0]}))
-            known = ~np.isnan(targets)
             err = pred.prediction[known] - targets[known]
             stats.update(level=float(pred.level), out_of_domain=int((~pred.in_domain).sum()),
                          with_interval=int(np.isfinite(pred.low).sum()), n_targets=int(known.sum()),
                          abs_err=float(np.abs(err).sum()), sq_err=float((err ** 2).sum()),
                          sum_y=float(targets[known].sum()), sum_y2=float((targets[known] ** 2).sum()),
                          inside=int(((targets >= pred.low) & (targets <= pred.high))[known].sum()))
-        skipped_text = _csv_rows(pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS))) if skipped else ""
-        return Shard(index, results, test, skipped_text, stats)
+        return Shard(index, results, test, self._skipped(skipped), stats)
+
+    @staticmethod
+    def _skipped(skipped: list) -> str:
+        import pandas as pd
+
+        return _csv_rows(pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS))) if skipped else ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -496,7 +510,7 @@ def _manifest(screener: Screener, data: CrystalInput, settings: ScreenSettings, 
         "format": _MANIFEST_FORMAT,
         "source model": [s.sha256 for s in screener.sources],
         "property models": [m.sha256 for m in screener.models[len(screener.sources):]],
-        "last layer": layer_sha,
+        "last layer": layer_sha,  # None for cgcnn.predict
         "input": {"path": str(data.path.resolve()), "crystals": len(data), "sha256": data.fingerprint()},
         "atom_init": [atom_init_digest(t.atom_init) for t in screener.tables],
         "options": {"--descriptors": screener.descriptors, "--batch-size": settings.batch_size,
@@ -629,9 +643,9 @@ def _screener_from_spec(spec: dict) -> Screener:
         paths[name] = sub / name.split("/", 1)[1]
     device = spec["device"]
     kwargs = {"device": device} if device else {}
-    sources = [SourceModel.load(paths[k], require_regression=True, **kwargs) for k in spec["sources"]]
+    layer = LastLayer.load(paths[spec["layer"]], trust_pickle=spec["trust_pickle"]) if spec["layer"] else None
+    sources = [SourceModel.load(paths[k], require_regression=layer is not None, **kwargs) for k in spec["sources"]]
     props = load_property_models([paths[k] for k in spec["props"]], device=device) if spec["props"] else None
-    layer = LastLayer.load(paths[spec["layer"]], trust_pickle=spec["trust_pickle"])
     return Screener(sources, props, spec["descriptors"], layer, spec["tables"], spec["table_sources"],
                     spec["settings"])
 
@@ -643,12 +657,13 @@ def _dask_spec(screener: Screener, layer_path: Path, trust_pickle: bool, device)
         key = f"{i}/{model.path.name}"
         files[key] = model.path.read_bytes()
         (sources if i < len(screener.sources) else props).append(key)
-    files[f"layer/{layer_path.name}"] = layer_path.read_bytes()
+    if layer_path is not None:
+        files[f"layer/{layer_path.name}"] = layer_path.read_bytes()
     h = hashlib.sha256()
     for k in sorted(files):
         h.update(k.encode() + hashlib.sha256(files[k]).digest())
     return {"key": h.hexdigest(), "files": files, "sources": sources, "props": props,
-            "layer": f"layer/{layer_path.name}",
+            "layer": f"layer/{layer_path.name}" if layer_path is not None else None,
             "trust_pickle": trust_pickle, "device": None if device is None else str(device),
             "descriptors": screener.descriptors, "tables": [t.atom_init for t in screener.tables],
             "table_sources": [t.source for t in screener.tables], "settings": screener.settings}
@@ -720,8 +735,8 @@ class ScreenSummary:
     resumed: int
 
 
-def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_results: Path,
-           skipped_csv: Path | None, layer_path: Path, trust_pickle: bool = False, device=None,
+def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_results: Path | None,
+           skipped_csv: Path | None, layer_path: Path | None, trust_pickle: bool = False, device=None,
            log: Callable[[str], None] = lambda msg: None) -> ScreenSummary:
     """Screen every crystal of ``data``; write ``results``, ``test_results`` and ``skipped_csv``.
 
@@ -732,11 +747,12 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
     outputs : cgcnn.files.OutputSet
         Holding ``results``, ``test_results`` and ``skipped_csv`` (checked before any work).
     results, test_results : Path
-        The CSV files (columns :data:`RESULT_COLUMNS`, :data:`TEST_COLUMNS`).
+        The CSV files (columns :data:`RESULT_COLUMNS`, :data:`TEST_COLUMNS`); without a last
+        layer, ``results`` has the columns :data:`TEST_COLUMNS` and ``test_results`` is None.
     skipped_csv : Path or None
         ``cif_id,reason`` of the crystals left out (``on_error="skip"``; None otherwise).
-    layer_path : Path
-        The last layer's file (its SHA-256 goes into the manifest; Dask workers load it).
+    layer_path : Path or None
+        The last layer's file (None without one) (its SHA-256 goes into the manifest; Dask workers load it).
     trust_pickle, device
         As the last layer and source models were loaded (for Dask workers).
     log : callable
@@ -762,7 +778,7 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
     chunk = settings.chunk
     n_chunks = -(-len(data) // chunk)
     folder = work_folder(results)
-    manifest = _manifest(screener, data, settings, file_sha256(layer_path))
+    manifest = _manifest(screener, data, settings, file_sha256(layer_path) if layer_path is not None else None)
     work = _Work(folder)
     done: set[int] = set()
     if folder.exists():
@@ -833,14 +849,15 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
         for key, value in work.stats(index).items():
             totals[key] = value if key == "level" else totals.get(key, 0) + value
     with outputs:
-        outputs.save(results, None, saver=work.writer("results", _csv_header(RESULT_COLUMNS), n_chunks))
-        outputs.save(test_results, None, saver=work.writer("test", _csv_header(TEST_COLUMNS), n_chunks))
+        outputs.save(results, None, saver=work.writer("results", _csv_header(screener.columns), n_chunks))
+        if test_results is not None:
+            outputs.save(test_results, None, saver=work.writer("test", _csv_header(TEST_COLUMNS), n_chunks))
         if skipped_csv is not None:
             outputs.save(skipped_csv, None, saver=work.writer("skipped", _csv_header(SKIPPED_COLUMNS), n_chunks))
     shutil.rmtree(folder, ignore_errors=True)
     n_t = totals.get("n_targets", 0)
     mae = totals["abs_err"] / n_t if n_t else math.nan
-    ss_tot = totals["sum_y2"] - totals["sum_y"] ** 2 / n_t if n_t else math.nan
+    ss_tot = totals["sum_y2"] - totals["sum_y"] ** 2 / n_t if n_t and "sum_y2" in totals else math.nan
     r2 = 1 - totals["sq_err"] / ss_tot if n_t > 1 and ss_tot > 0 else math.nan
     return ScreenSummary(
         n=totals.get("n", 0), skipped=totals.get("skipped", 0), level=totals.get("level", math.nan),

@@ -224,3 +224,39 @@ def test_chunk_size_must_be_a_multiple(fitted, tmp_path):
     proc = run("--train", 0, MODEL, fitted / "data", "--last-layer", fitted / "last_layer.sav", "-b", "3",
                "--chunk-size", "4", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "multiple of --batch-size" in proc.stderr
+
+
+def test_predict_command_streams(tmp_path):
+    """python -m cgcnn.predict: the same file as cgcnn.predict.predict() on the folder; a zip; skip."""
+    from cgcnn.files import save_csv
+    from cgcnn.predict import predict
+
+    data = folder_of(tmp_path / "data")
+    save_csv(predict(MODEL, data, batch_size=2, workers=0, progress=False, device="cpu"), tmp_path / "reference.csv",
+             float_format=None)
+
+    def run_predict(cifpath, *extra, check=True):
+        cmd = [sys.executable, "-m", "cgcnn.predict", MODEL, cifpath, "-b", "2", "--chunk-size", "4", "-j", "1",
+               "-q", *extra]
+        proc = subprocess.run(list(map(str, cmd)), cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert not check or proc.returncode == 0, proc.stderr
+        return proc
+
+    run_predict(data, "--out", "streamed.csv")
+    assert (tmp_path / "streamed.csv").read_bytes() == (tmp_path / "reference.csv").read_bytes()
+
+    with zipfile.ZipFile(tmp_path / "db.zip", "w") as zf:
+        for i in IDS:
+            zf.write(data / f"{i}.cif", f"{i}.cif")
+    run_predict(tmp_path / "db.zip", "--out", "zipped.csv")
+    zipped = pd.read_csv(tmp_path / "zipped.csv")
+    reference = pd.read_csv(tmp_path / "reference.csv")
+    assert list(zipped.cif_id) == IDS and zipped.target.isna().all()
+    assert list(zipped.prediction) == list(reference.prediction)
+
+    (data / "MgO.cif").write_text("not a CIF\n")
+    proc = run_predict(data, "--out", "skipping.csv", "--on-error", "skip")
+    assert list(pd.read_csv(tmp_path / "skipped.csv").cif_id) == ["MgO"]
+    assert "MgO" not in set(pd.read_csv(tmp_path / "skipping.csv").cif_id)
+    assert "skipped 1 of 12" in proc.stdout
