@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"{folder / 'id_prop.csv'}: --train 1 needs targets (cif_id,log10 κ_L rows)")
         check_log10_kappa(feats.targets, folder / "id_prop.csv", feats.ids)
         level = 0.9 if args.interval is None else args.interval
-        if n >= 10:
+        if args.interval is not None:
             check_level(level, n, str(folder / "id_prop.csv"))
         log(f"fitting the last layer ({kind}) on {n} crystals x {feats.X.shape[1]} inputs "
             f"(crys_fea {feats.groups[0]}, descriptors {feats.groups[1]})")
@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{iv['level']:.0%} interval (CV+): cross-validated coverage {iv['cv_coverage']:.0%}, "
                   f"mean width {iv['cv_width']:.2f} log10 (a factor of {10 ** (iv['cv_width'] / 2):.1f} either way)")
         elif layer.conformal is None:
-            print(f"no prediction interval: {n} crystals are too few (at least 10 are needed)")
+            print(f"no prediction interval: {n} crystals are too few for a {level:.0%} interval "
+                  f"(CV+ needs at least 10 and more than {1 / (1 - level):.0f})")
     log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s")
     return 0
 

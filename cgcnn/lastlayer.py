@@ -249,7 +249,8 @@ class LastLayer:
         ``folds``, ``repeats``, ``mae`` (of the chosen type), ``mae_constant`` (predicting the
         training mean), ``table`` (MAE of every candidate, for ``auto``).
     conformal : MAPIE ``CrossConformalRegressor`` or None
-        The interval model (None below :data:`_MIN_INTERVAL_SAMPLES` crystals).
+        The interval model (None below 10 crystals, or when 1/(1 − level) ≥ n: CV+ cannot
+        give that level).
     interval : dict
         ``level`` (default), ``cv_coverage`` and ``cv_width`` (log10) of the calibrated interval.
     domain : dict or None
@@ -353,7 +354,7 @@ class LastLayer:
                     groups=list(groups) if groups else None)
         layer.domain = _fit_domain(X)
         layer.interval = {"level": float(level), "cv_coverage": None, "cv_width": None}
-        if n >= _MIN_INTERVAL_SAMPLES:
+        if n >= _MIN_INTERVAL_SAMPLES and 1.0 / (1.0 - level) < n:
             layer.conformal = _fit_conformal(chosen, X, y, level, seed, cv_folds, groups)
             if do_cv and interval_cv:
                 cov, width = _interval_cv(chosen, X, y, level, seed, cv_folds, groups)
