@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from cgcnn import InputError
-from cgcnn.cli import (add_compat_options, add_graph_options, add_quiet_option, add_seed_option, check_counts,
-                       run_main)
+from cgcnn.cli import add_compat_options, add_graph_options, add_quiet_option, add_seed_option, check_counts, run_main
 
 LAST_LAYER_TYPES = ("auto", "mlp", "ridge", "rf", "gp")
 DESCRIPTOR_SETS = ("none", "structure", "slack")

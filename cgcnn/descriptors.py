@@ -29,7 +29,7 @@ linear last layer on them is a power law, the form of Slack's formula.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -458,7 +458,7 @@ class LastLayer:
             if not hasattr(record, "predict"):
                 raise InputError(f"{path}: not a last layer (no predict method)")
             warnings.warn(f"{path}: a bare pickled estimator (the original tool's format) loaded with "
-                          "--trust-pickle; its source model cannot be checked")
+                          "--trust-pickle; its source model cannot be checked", stacklevel=2)
             layer = cls(estimator=record, kind=type(record).__name__, requested=type(record).__name__,
                         n_features=int(getattr(record, "n_features_in_", 0)), path=path)
             _check_fitted(layer.estimator, path)
@@ -523,7 +523,7 @@ class LastLayer:
         saved_sklearn = self.versions.get("scikit-learn")
         if saved_sklearn and saved_sklearn != sklearn.__version__:
             warnings.warn(f"{self._name}: written with scikit-learn {saved_sklearn}, running {sklearn.__version__}; "
-                          "predictions may differ (refit with --train 1 to be sure)")
+                          "predictions may differ (refit with --train 1 to be sure)", stacklevel=2)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -187,7 +187,7 @@ def compute_features(sources: Sequence[SourceModel], folder, batch_size: int = 5
     datasets: dict = {}
     feas, preds, digests, names = [], [], [], []
     base = None
-    for i, model in enumerate(models):
+    for model in models:
         data = model.dataset(folder, atom_init=atom_init, cache_dir=cache_dir)
         digest = atom_init_digest(data.atom_init)
         data = datasets.setdefault((data.params, digest), data)

@@ -12,8 +12,13 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from cgcnn import InputError
-from cgcnn.descriptors import (debye_from_moduli, gruneisen_from_poisson, slack_descriptors, slack_kappa,
-                               structure_descriptors)
+from cgcnn.descriptors import (
+    debye_from_moduli,
+    gruneisen_from_poisson,
+    slack_descriptors,
+    slack_kappa,
+    structure_descriptors,
+)
 from cgcnn.lastlayer import CANDIDATES, LastLayer, make_estimator
 from conftest import REPO
 

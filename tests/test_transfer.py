@@ -168,8 +168,9 @@ def test_original_source_model_works_unchanged(tmp_path):
     hh = pd.read_csv(SHARED / "data" / "half_heusler_143" / "kappa.csv").head(30)
     data = tmp_path / "hh"
     data.mkdir()
+    cifs = SHARED / "data" / "half_heusler_143" / "cif"
     for cif_id in hh.id:
-        (data / f"{cif_id}.cif").write_bytes((SHARED / "data" / "half_heusler_143" / "cif" / f"{cif_id}.cif").read_bytes())
+        (data / f"{cif_id}.cif").write_bytes((cifs / f"{cif_id}.cif").read_bytes())
     (data / "id_prop.csv").write_text("".join(f"{i},{np.log10(k):.6f}\n" for i, k in zip(hh.id, hh.kappa_300K_W_mK)))
     (data / "atom_init.json").write_bytes((orig / "atom_init.json").read_bytes())
     run("--train", 1, orig / "gong2021_source.pth.tar", data, "--original", cwd=tmp_path)
