@@ -23,7 +23,9 @@ Beyond pymatgen, :func:`read_cif` refuses what pymatgen reads silently wrong:
 - a space group given only by a symbol or Hall symbol pymatgen does not know
   (pymatgen keeps the asymmetric unit as if the group were P1): the symmetry
   operations then come from gemmi's tables, or the file is refused;
-- no symmetry at all (no operations, symbol or number): refused, as P1 is a guess.
+- no symmetry at all (no operations, symbol or number): refused, as P1 is a guess;
+- a cell angle outside 0 ... 180 degrees (pymatgen takes 200 as 160) and a site
+  occupancy of 0 or less, or above 1 (pymatgen drops such sites silently).
 
 References
 ----------
@@ -116,8 +118,10 @@ def read_cif(path: str | Path, text: str | None = None) -> Structure:
     Raises
     ------
     InputError
-        If the file cannot be read or parsed, holds several data blocks with atoms,
-        gives no symmetry, or a space group that neither pymatgen nor gemmi knows.
+        If the file cannot be read or parsed, is UTF-16/UTF-32 text or holds NUL bytes,
+        holds several data blocks with atoms, gives no symmetry, or a space group that
+        neither pymatgen nor gemmi knows, a cell angle outside 0 ... 180 degrees or an
+        occupancy of 0 or less or above 1.
     """
     path = Path(path)
     if text is None:
@@ -125,6 +129,10 @@ def read_cif(path: str | Path, text: str | None = None) -> Structure:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if "\x00" in text:  # UTF-16/32 decoded as UTF-8, or a binary file
+        what = ("is UTF-16 or UTF-32 text (it starts with a byte-order mark)" if text[:2] == "\ufffd\ufffd"
+                else "holds NUL bytes (UTF-16 text without a byte-order mark, or not text)")
+        raise InputError(f"{path}: {what}; save it as UTF-8")
     doc = _gemmi_doc(text)
     if doc is not None:
         n_blocks = count_structure_blocks(doc)
@@ -132,6 +140,7 @@ def read_cif(path: str | Path, text: str | None = None) -> Structure:
             raise InputError(f"{path}: {n_blocks} data blocks with atomic sites; one crystal per CIF file is read "
                              "(split the file)")
         _check_cell(path, doc)
+        _check_occupancies(path, doc)
         try:
             structure = parse_cif_fast(text, doc)
         except Exception:  # anything unforeseen: pymatgen decides
@@ -183,6 +192,10 @@ def _check_cell(path: Path, doc) -> None:
         if number is None:
             return  # pymatgen decides
         cell.append(number)
+    for name, angle in zip(("alpha", "beta", "gamma"), cell[3:]):
+        if not 0 <= angle <= 180:  # 0 and 180 give a zero-volume cell, said below
+            raise InputError(f"{path}: cell angle {name} = {angle:g} deg lies outside 0 ... 180 "
+                             f"({_cell_text(cell[:3], cell[3:])})")
     lengths, angles = cell[:3], np.radians(cell[3:])
     cos = np.cos(angles)
     factor = 1 - (cos**2).sum() + 2 * cos.prod()  # (V / abc)^2
@@ -191,6 +204,21 @@ def _check_cell(path: Path, doc) -> None:
     if min(lengths) < MIN_DISTANCE:
         raise InputError(f"{path}: overlapping atoms: each atom is {min(lengths):.3g} Å from its own periodic image "
                          f"(cell length below {MIN_DISTANCE} Å; are the cell lengths in Å?)")
+
+
+def _check_occupancies(path: Path, doc) -> None:
+    """Refuse a site occupancy of 0 or less, or above 1 (pymatgen drops such a site silently,
+    or reads one above 1 as overlapping atoms)."""
+    for block in doc:
+        labels = list(block.find_loop("_atom_site_label"))
+        occupancies = list(block.find_loop("_atom_site_occupancy"))
+        for k, value in enumerate(occupancies):
+            number = _number(value.strip("'\""))
+            if number is not None and not 0 < number <= 1 + 1e-3:
+                label = labels[k] if k < len(labels) else f"site {k + 1}"
+                empty = " (an empty site: remove it)" if number == 0 else ""
+                raise InputError(f"{path}: site {label} has occupancy {value}{empty}; occupancies lie within "
+                                 "0 ... 1, above 0")
 
 
 def check_geometry(structure: Structure, source: str | Path) -> None:

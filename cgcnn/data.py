@@ -221,6 +221,18 @@ def _check_cif_id(cif_id: str, where: str) -> None:
                          "folder itself, as <cif_id>.cif")
 
 
+def _not_utf8(data: bytes) -> str | None:
+    """What a file's bytes are when they are plainly not UTF-8 or ASCII text: UTF-16 or UTF-32
+    (a byte-order mark) or NUL bytes (UTF-16 without one, or binary); None otherwise."""
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(bom):
+            return f"is {name} text (it starts with a {name} byte-order mark); save it as UTF-8"
+    if b"\x00" in data:
+        return "holds NUL bytes (UTF-16 text without a byte-order mark, or not text); save it as UTF-8"
+    return None
+
+
 def _read_text_utf8(path: Path) -> str:
     """The text of ``id_prop.csv``, which must be UTF-8 (a byte-order mark is allowed).
 
@@ -232,14 +244,9 @@ def _read_text_utf8(path: Path) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
-                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
-        if data.startswith(bom):
-            raise InputError(f"{path}: is {name} text (it starts with a {name} byte-order mark); "
-                             "save it as UTF-8")
-    if b"\x00" in data:
-        raise InputError(f"{path}: holds NUL bytes (UTF-16 text without a byte-order mark, or not text); "
-                         "save it as UTF-8")
+    problem = _not_utf8(data)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -420,17 +427,22 @@ def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Str
         If the file is missing, empty or unparsable, holds several data blocks with
         atoms, gives no readable symmetry, holds no sites or more than ``max_sites``,
         has partial occupancies or a species that is no element (a dummy ``X``), a
-        zero-volume cell or overlapping atoms.
+        zero-volume cell or overlapping atoms, a cell angle outside 0 ... 180 degrees or
+        an occupancy of 0 or less or above 1, or is UTF-16/UTF-32 text (or holds NUL bytes).
     """
     from cgcnn.cif import check_geometry, read_cif
 
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise InputError(f"{path}: empty file")
-        text = path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if not data:
+        raise InputError(f"{path}: empty file")
+    problem = _not_utf8(data)
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
     structure = read_cif(path, text)
     if len(structure) == 0:
         raise InputError(f"{path}: no atomic sites")

@@ -188,8 +188,9 @@ def test_read_structure_roundtrip(tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", "empty file"), (b"this is not a crystal\n\x00\x01 garbage", "cannot parse")],
-    ids=["empty", "garbage"],
+    [(b"", "empty file"), (b"this is not a crystal\n\x00\x01 garbage", "holds NUL bytes"),
+     (b"this is not a crystal\n\x01 garbage", "cannot parse")],
+    ids=["empty", "binary", "garbage"],
 )
 def test_read_structure_refuses_bad_files(tmp_path, content, message):
     path = tmp_path / "bad_one.cif"
