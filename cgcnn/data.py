@@ -296,8 +296,9 @@ def check_log10_kappa(targets, source: str | os.PathLike, ids: Sequence[str] | N
     outside = ~((values >= lo_ok) & (values <= hi_ok))
     if not outside.any():
         return
+    fmt = lambda x: f"{x:.0f}" if 1e3 <= abs(x) < 1e15 else f"{x:.3g}"  # 4200, not 4.2e+03
     finite = values[np.isfinite(values)]
-    span = (f"values from {finite.min():.3g} to {finite.max():.3g}" if finite.size else "no finite values")
+    span = f"values from {fmt(finite.min())} to {fmt(finite.max())}" if finite.size else "no finite values"
     if finite.size == values.size and (finite > 0).all() and finite.max() > hi_ok:
         raise InputError(f"{source}: {span} look like κ_L in W m-1 K-1, not log10 κ_L: take log10 of the "
                          "second column")

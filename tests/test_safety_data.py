@@ -177,6 +177,11 @@ def test_kappa_for_log10_kappa():
                        "take log10 of the second column")
 
 
+def test_kappa_for_log10_kappa_large_values():
+    with pytest.raises(InputError, match="values from 1.2 to 2300 look like κ_L"):
+        check_log10_kappa([1.2, 2300.0], "id_prop.csv")
+
+
 @pytest.mark.parametrize("targets", [[-3.0, 1.0], [1.0, float("nan")], [1.0, -5.0, 2.0]])
 def test_log10_kappa_outside_the_range(targets):
     with pytest.raises(InputError, match=r"id_prop.csv: target .* lies outside -1.5 ... 3.6"):
