@@ -1,6 +1,6 @@
 """Time this project's commands against the original tool and cgcnn2, side by side, in one run.
 
-    python benchmarks/end_to_end.py [FOLDER] [--model PATH] [--atom-init PATH]
+    python benchmarks/end_to_end.py [FOLDER] [--model PATH] [--atom-init PATH] [--fit-folder DIR]
                                     [--original DIR] [--cgcnn2 CMD] [--repeat N] [-j N]
 
 FOLDER is a CGCNN data folder (``id_prop.csv`` with targets, the CIFs, ``atom_init.json``);
@@ -8,13 +8,16 @@ by default the 3,330 AFLOW-AGL structures of ../shared/data/aflow_agl_300K are m
 in a temporary directory, with ``--atom-init`` (default: the package's table) as its
 ``atom_init.json``.  Every timed command runs in a fresh process, one after the other on
 the same CPUs; wall time is measured from outside (interpreter start-up and imports
-included) and peak memory is the largest resident set size among the process and the
-children it waited for (``os.wait4``), in MB.  With ``--repeat N`` each timed command runs
-N times, round-robin, and the median is printed (the machine may be shared: say so).
+included); CPU time (user + system, all processes) and peak memory (the largest resident set
+size among the process and the children it waited for) come from ``os.wait4``, in s and MB.
+CPU time is the steadier figure on a shared machine; wall time is what a user waits.  With
+``--repeat N`` each timed command runs N times, round-robin, and the median is printed (the
+machine may be shared: say so).
 
 Timed, with the same model and folder:
 
-- ``transfer_learning_kappa.py --train 0`` of this project (after an untimed ``--train 1``; with
+- ``transfer_learning_kappa.py --train 0`` of this project (after an untimed ``--train 1`` on FOLDER
+  or ``--fit-folder``; with
   ``--original``, the original's route, where the tool has that option), without a graph cache,
   then filling an on-disk cache and reusing it (once each);
 - ``python -m cgcnn.predict`` of this project;
@@ -65,7 +68,8 @@ from cgcnn import available_cores  # noqa: E402
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None, log: Path | None = None) -> dict:
-    """Run ``cmd`` in a fresh process; return wall time (s) and peak RSS (MB) of it and its waited children.
+    """Run ``cmd`` in a fresh process; return wall time (s), CPU time (user + system, s) and peak RSS (MB)
+    of it and the children it waited for.
 
     Exits with the command's output if it fails.
     """
@@ -79,7 +83,7 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None, log: Path | None = N
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{log.read_text()[-3000:]}")
-    return {"wall": wall, "peak_mb": usage.ru_maxrss / 1024}
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024}
 
 
 def our_env() -> dict:
@@ -143,6 +147,9 @@ def main() -> None:
     p.add_argument("--original", metavar="DIR", help="checkout of the original transfer tool (Zhu, Gong et al. 2021)")
     p.add_argument("--cgcnn2", metavar="CMD", default=shutil.which("cgcnn-pr"),
                    help="cgcnn2's cgcnn-pr command (default: cgcnn-pr on PATH, if any)")
+    p.add_argument("--fit-folder", metavar="DIR",
+                   help="folder this project's untimed --train 1 fits on (default: FOLDER; another one where the "
+                        "tool refuses FOLDER's targets)")
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="runs of each timed command (median shown)")
     p.add_argument("-j", "--workers", type=int, default=available_cores(), metavar="N",
                    help="-j of this project's commands (default: all cores, %(default)s here)")
@@ -167,7 +174,8 @@ def main() -> None:
         ours = tmp / "ours"
         usage = subprocess.run([sys.executable, str(TOOL), "--help"], env=our_env(), capture_output=True, text=True)
         route = ["--original"] if "--original" in usage.stdout else []
-        run([sys.executable, str(TOOL), "--train", "1", model, str(folder), "-q", *route, *j], ours, our_env())
+        fit = str(Path(args.fit_folder).resolve()) if args.fit_folder else str(folder)
+        run([sys.executable, str(TOOL), "--train", "1", model, fit, "-q", *route, *j], ours, our_env())
         timed: dict[str, tuple[list[str], Path, dict]] = {
             "kappa --train 0 (this project)": (
                 [sys.executable, str(TOOL), "--train", "0", model, str(folder), "-q", *route, *j], ours, our_env()),
@@ -200,22 +208,24 @@ def main() -> None:
         if args.cgcnn2:
             agree["cgcnn2"] = read_predictions(tmp / "cgcnn2" / "output_bench" / "results.csv", header=True)
 
-    med = {name: (statistics.median(r["wall"] for r in rs), statistics.median(r["peak_mb"] for r in rs), len(rs))
+    med = {name: (statistics.median(r["wall"] for r in rs), statistics.median(r["peak_mb"] for r in rs), len(rs),
+                  statistics.median(r["cpu"] for r in rs))
            for name, rs in results.items()}
     print(f"{n} structures in {args.folder or 'the AFLOW-AGL set'}; model {Path(args.model).name}; "
           f"{available_cores()} cores; this project with -j {args.workers}")
-    print(f"{'command':34s} {'runs':>4s} {'wall s':>8s} {'structures/s':>13s} {'peak MB':>8s}   (medians)")
-    for name, (wall, peak, runs) in med.items():
-        print(f"{name:34s} {runs:4d} {wall:8.1f} {n / wall:13.0f} {peak:8.0f}")
+    print(f"{'command':34s} {'runs':>4s} {'wall s':>8s} {'structures/s':>13s} {'CPU s':>7s} {'peak MB':>8s}"
+          "   (medians)")
+    for name, (wall, peak, runs, cpu) in med.items():
+        print(f"{name:34s} {runs:4d} {wall:8.1f} {n / wall:13.0f} {cpu:7.1f} {peak:8.0f}")
     ours_k, ours_p = med["kappa --train 0 (this project)"], med["cgcnn.predict (this project)"]
     if "original --train 0" in med:
         o = med["original --train 0"]
         print(f"original --train 0 / this project's: {o[0] / ours_k[0]:.1f}x the time, "
-              f"{o[1] / ours_k[1]:.1f}x the memory")
+              f"{o[3] / ours_k[3]:.1f}x the CPU time, {o[1] / ours_k[1]:.1f}x the memory")
     if "cgcnn2 cgcnn-pr" in med:
         c = med["cgcnn2 cgcnn-pr"]
         print(f"cgcnn-pr / python -m cgcnn.predict: {c[0] / ours_p[0]:.1f}x the time, "
-              f"{c[1] / ours_p[1]:.1f}x the memory")
+              f"{c[3] / ours_p[3]:.1f}x the CPU time, {c[1] / ours_p[1]:.1f}x the memory")
     cached = med["kappa --train 0, cached graphs"][0]
     print(f"cached graphs vs no cache (this project): {ours_k[0] / cached:.1f}x faster")
     for tool, preds in agree.items():
