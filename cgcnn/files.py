@@ -73,7 +73,8 @@ def check_output(path: str | os.PathLike) -> Path:
     if dest.exists() and not stat.S_ISREG(dest.stat().st_mode):
         raise InputError(f"{path}: is not a regular file (a device, pipe or socket); give a file name")
     if not folder.exists():
-        raise InputError(f"{path}: folder {folder} does not exist")
+        reason = missing_reason(folder) if os.path.lexists(folder) else "does not exist"
+        raise InputError(f"{path}: folder {folder} {reason}")
     if not folder.is_dir():
         raise InputError(f"{path}: {folder} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -110,7 +111,12 @@ def check_output_dir(folder: str | os.PathLike, files: tuple[str, ...] = (), mus
     out = Path(folder)
     if out.exists() or must_exist:
         if not out.is_dir():
-            what = "is not a folder" if out.exists() else "output folder does not exist"
+            if out.exists():
+                what = "is not a folder"
+            elif os.path.lexists(out):
+                what = f"output folder {missing_reason(out)}"
+            else:
+                what = "output folder does not exist"
             raise InputError(f"{out}: {what}")
         if not os.access(out, os.W_OK | os.X_OK):
             raise InputError(f"{out}: output folder is not writable")

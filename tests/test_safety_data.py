@@ -145,6 +145,24 @@ def test_atom_init_that_is_a_folder(capsys, tmp_path, cif_folder, small_model):
     assert "not found" not in assert_error(code, err, "atom_init.json", "is a folder")
 
 
+@pytest.mark.parametrize("option", ["--out-dir", "--resume"])
+def test_train_symlink_loop_named(capsys, tmp_path, cif_folder, option):
+    loop = tmp_path / "looped"
+    _loop(loop)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(cif_folder), *SMALL, "--out-dir", str(out), option, str(loop)]
+    code = run_main(train.main, args)
+    assert_error(code, capsys.readouterr().err, "looped", "symbolic link loop")
+    assert not list(out.iterdir())
+
+
+def test_predict_out_under_a_symlink_loop(capsys, tmp_path, cif_folder, small_model):
+    _loop(tmp_path / "looped")
+    code, err = run_predict(capsys, small_model, cif_folder, tmp_path / "looped" / "p.csv")
+    assert_error(code, err, "looped", "symbolic link loop")
+
+
 # --------------------------------------------------------------------------------------------------
 # too few crystals
 
