@@ -261,9 +261,10 @@ def _read_text_utf8(path: Path) -> str:
                          f"text{guess}?); save it as UTF-8") from None
 
 
-#: Bounds of log10 κ_L (κ_L in W m-1 K-1) at room temperature: every measured or
-#: computed value lies within, from about 0.05 (amorphous-like solids) to about
-#: 3000 (diamond), with margin.  See :func:`check_log10_kappa`.
+#: Bounds of log10 κ_L (κ_L in W m-1 K-1) at room temperature, 0.03 ... 4000: measured
+#: values lie within, from about 0.05 (amorphous-like solids) to about 3000 (diamond).
+#: Computed sets reach lower: 5 of the 3,330 AFLOW-AGL values are below 0.03 (the
+#: lowest 0.0099, log10 -2.0), and :func:`check_log10_kappa` refuses them.
 LOG10_KAPPA_RANGE = (-1.5, 3.6)
 
 
