@@ -29,6 +29,7 @@ linear last layer on them is a power law, the form of Slack's formula.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -73,7 +74,9 @@ def _primitive_sites(structure, symprec: float = 0.01) -> int:
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     try:
-        primitive = SpacegroupAnalyzer(structure, symprec=symprec).find_primitive()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # spglib's notes on its own error handling
+            primitive = SpacegroupAnalyzer(structure, symprec=symprec).find_primitive()
     except Exception:  # spglib gives up on some cells: keep the given one
         primitive = None
     return len(primitive) if primitive is not None and len(primitive) > 0 else len(structure)

@@ -455,8 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-folds", default=5, type=int, help="folds of the grouped cross-validation")
     p.add_argument("--last-layers", default=",".join(METHODS),
                    help="comma-separated last layers fit on all inputs (of auto, gp, ridge, rf, mlp)")
-    p.add_argument("--descriptors", default="slack", choices=("none", "structure", "slack"),
-                   help="inputs beside crys_fea, as in transfer_learning_kappa.py")
+    p.add_argument("--descriptors", default=None, choices=("none", "structure", "slack"),
+                   help="inputs beside crys_fea, as in transfer_learning_kappa.py (default slack, or structure "
+                        "when no property models are found beside MODELPATH)")
     p.add_argument("--property-models", default=None, metavar="PATHS",
                    help="property models of --descriptors slack (default: beside MODELPATH)")
     p.add_argument("--interval", default=0.9, type=float, help="level of the prediction intervals")
@@ -485,12 +486,19 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         raise InputError("MODELPATH names no model")
     last_layers = [k.strip() for k in args.last_layers.split(",") if k.strip()]
+    unknown = [k for k in last_layers if k not in METHODS]
+    if unknown:
+        raise InputError(f"unknown last layer type {unknown[0]!r}; choose from {', '.join(METHODS)}")
     check_output_dir(args.out_dir, ("metrics.md", "predictions.csv", "parity.png"))  # fail before the long part
     sources = [SourceModel.load(p, require_regression=True) for p in paths]
     props = None
-    if args.descriptors == "slack":
-        prop_paths = ([Path(p) for p in args.property_models.split(",") if p] if args.property_models
-                      else default_property_models(paths[0]))
+    descriptors = args.descriptors or "slack"
+    prop_paths = ([Path(p) for p in args.property_models.split(",") if p] if args.property_models
+                  else default_property_models(paths[0]))
+    if args.descriptors is None and not args.property_models and not all(p.is_file() for p in prop_paths):
+        descriptors = "structure"
+        print(f"note: no property models beside {paths[0]}; using --descriptors structure", file=sys.stderr)
+    if descriptors == "slack":
         props = load_property_models(prop_paths)
     groups = None
     if args.group_by:
@@ -502,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     table, predictions = evaluate(
         sources, args.cifpath, splits=args.splits, train_fraction=args.train_fraction, kfold=args.kfold,
         groups=groups, group_folds=args.group_folds, group_name=args.group_by or "group",
-        last_layers=last_layers, descriptors=args.descriptors, property_models=props, level=args.interval,
+        last_layers=last_layers, descriptors=descriptors, property_models=props, level=args.interval,
         finetune=args.finetune, finetune_patience=args.finetune_patience,
         finetune_batch_size=args.finetune_batch_size, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
         workers=args.workers, atom_init=args.atom_init, cache_dir=args.cache_dir, progress=not args.quiet)

@@ -23,6 +23,7 @@ from pymatgen.core import Lattice, Structure
 import cgcnn.data
 from cgcnn import evaluate, predict, train
 from cgcnn.cli import run_main
+from cgcnn.lastlayer import LastLayer
 from conftest import REPO, TARGETS, crystals, make_checkpoint, one_hot_table, write_folder
 
 TOOL = REPO / "transfer_learning_kappa.py"
@@ -335,13 +336,15 @@ def test_last_layer_missing(capsys, work, cif_folder, small_model):
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "empty", "another source model", "another feature length",
-                                  "bare estimator of another feature length"])
+                                  "bare estimator", "bare estimator of another feature length"])
 def test_last_layer_faults(capsys, tmp_path, work, cif_folder, small_model, fitted, kind):
     bad = tmp_path / "bad.sav"
     words = {"garbage": "not a readable last layer", "truncated": "not a readable last layer",
              "empty": "not a readable last layer", "another source model": "other source model",
-             "another feature length": "fit on 7 crys_fea values",
-             "bare estimator of another feature length": "fit on 7 features"}[kind]
+             "another feature length": "fit on 7 inputs",
+             "bare estimator": "--trust-pickle",
+             "bare estimator of another feature length": "fit on 7 inputs"}[kind]
+    trust = []
     model = small_model
     if kind == "garbage":
         bad.write_bytes(np.random.RandomState(1).bytes(2000))
@@ -354,17 +357,18 @@ def test_last_layer_faults(capsys, tmp_path, work, cif_folder, small_model, fitt
         bad = fitted
         model = make_checkpoint(tmp_path / "other.pth.tar", seed=1)
     elif kind == "another feature length":
-        record = joblib.load(fitted)
-        record["n_features"] = 7
-        joblib.dump(record, bad)
-    else:
+        record = LastLayer.load(fitted)
+        record.n_features = 7
+        record.save(bad)
+    else:  # the original tool's file: a bare pickled estimator
         from sklearn.linear_model import Ridge
 
         joblib.dump(Ridge().fit(np.zeros((3, 7)), np.arange(3.0)), bad)
+        trust = ["--trust-pickle"] if kind.endswith("length") else []
     results = (work / "results.csv").read_bytes()
-    if kind == "bare estimator of another feature length":
-        with pytest.warns(UserWarning, match="bare estimator"):
-            code, _, err = call(capsys, "transfer", *_predict_args(model, cif_folder, bad))
+    if trust:
+        with pytest.warns(UserWarning, match="bare pickled estimator"):
+            code, _, err = call(capsys, "transfer", *_predict_args(model, cif_folder, bad), *trust)
     else:
         code, _, err = call(capsys, "transfer", *_predict_args(model, cif_folder, bad))
     assert_error(code, err, bad.name, words)
@@ -373,10 +377,10 @@ def test_last_layer_faults(capsys, tmp_path, work, cif_folder, small_model, fitt
 
 def test_last_layer_of_another_sklearn_version_warns_and_predicts(capsys, tmp_path, work, cif_folder, small_model,
                                                                   fitted):
-    record = joblib.load(fitted)
-    record["versions"]["scikit-learn"] = "0.0.1"
+    record = LastLayer.load(fitted)
+    record.versions["scikit-learn"] = "0.0.1"
     old = tmp_path / "old.sav"
-    joblib.dump(record, old)
+    record.save(old)
     expected = pd.read_csv(work / "results.csv")
     (work / "results.csv").unlink()
     with pytest.warns(UserWarning, match="scikit-learn 0.0.1") as warned:

@@ -17,11 +17,12 @@ from cgcnn import InputError
 from cgcnn.checkpoint import SourceModel
 from cgcnn.cli import run_main
 from cgcnn.evaluate import evaluate, main, make_splits, metrics, summarize
-from cgcnn.transfer import compute_features, make_last_layer
+from cgcnn.lastlayer import make_estimator as make_last_layer
+from cgcnn.transfer import compute_features
 from conftest import REPO, make_checkpoint, write_folder
 
 N = 16  # crystals in the test folder: 12 train / 4 test per ParAIsite split
-METHODS = ["constant", "source", "mlp", "ridge", "rf", "gp"]
+METHODS = ["constant", "source", "original", "gp", "ridge", "rf", "mlp"]  # auto: see test_lastlayer
 
 
 def kappa_crystals() -> tuple[dict[str, Structure], dict[str, float]]:
@@ -68,10 +69,11 @@ def id_prop(folder: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory, folder, source):
-    """The real command line, default protocol and last layers, run once in a temporary folder."""
+    """The real command line, default protocol, run once in a temporary folder (auto left out for time)."""
     cwd = tmp_path_factory.mktemp("run")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "cgcnn.evaluate", str(source), str(folder), "-q"],
+    proc = subprocess.run([sys.executable, "-m", "cgcnn.evaluate", str(source), str(folder), "-q",
+                           "--last-layers", "gp,ridge,rf,mlp"],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     out = cwd / "evaluation"
@@ -126,11 +128,15 @@ def test_cli_writes_table_predictions_and_plot(cli_run, folder):
     table = (out / "metrics.md").read_text()
     assert table in proc.stdout
     assert f"`{folder.name}` ({N} crystals)" in table and "source.pth.tar" in table and "seeds 0-8" in table
-    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:]
+    accuracy = table.split("\n\n")[1]  # the first table; the second gives the intervals
+    rows = [line.split("|")[1].strip() for line in accuracy.splitlines() if line.startswith("| ")][1:]
     assert rows == METHODS
-    assert "±" in table.splitlines()[-1]
+    assert "±" in accuracy.splitlines()[-1]
+    intervals = table.split("\n\n")[3]
+    assert "coverage" in intervals and "| gp |" in intervals and "| constant |" not in intervals
     assert (out / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert list(pred.columns) == ["split", "seed", "cif_id", "method", "target", "prediction"]
+    assert list(pred.columns) == ["split", "seed", "cif_id", "method", "target", "prediction", "low", "high",
+                                  "in_domain"]
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -138,7 +144,7 @@ def test_predictions_follow_the_protocol(cli_run, folder):
     _, _, pred = cli_run
     ids = id_prop(folder)["cif_id"].tolist()
     assert sorted(pred["split"].unique()) == list(range(9))
-    for (split, method), part in pred.groupby(["split", "method"]):
+    for (split, _method), part in pred.groupby(["split", "method"]):
         assert (part["seed"] == split).all()
         test = np.random.RandomState(split).permutation(N)[int(0.8 * N):]
         assert part["cif_id"].tolist() == [ids[i] for i in sorted(test)]  # id_prop.csv order
@@ -148,7 +154,7 @@ def test_predictions_follow_the_protocol(cli_run, folder):
 def test_baselines_use_the_training_part_only(cli_run, folder):
     _, _, pred = cli_run
     rows = id_prop(folder).set_index("cif_id")["target"]
-    for split, part in pred[pred["method"] == "constant"].groupby("split"):
+    for _split, part in pred[pred["method"] == "constant"].groupby("split"):
         train = rows.drop(part["cif_id"])
         assert len(train) == int(0.8 * N)
         np.testing.assert_allclose(part["prediction"], np.median(train), rtol=1e-5)
@@ -158,12 +164,15 @@ def test_baselines_use_the_training_part_only(cli_run, folder):
 def test_last_layers_are_refit_on_each_training_part(cli_run, folder, source):
     _, _, pred = cli_run
     model = SourceModel.load(source)
-    feats = compute_features([model], folder, progress=False)
+    feats = compute_features([model], folder, progress=False, descriptors="structure")
     for split in make_splits(N)[:2]:
         test = np.sort(split.test)
-        ridge = make_last_layer("ridge", split.index).fit(feats.crys_fea[split.train], feats.targets[split.train])
+        ridge = make_last_layer("ridge", split.index).fit(feats.X[split.train], feats.targets[split.train])
         part = pred[(pred["split"] == split.index) & (pred["method"] == "ridge")]
-        np.testing.assert_allclose(part["prediction"], ridge.predict(feats.crys_fea[test]), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(part["prediction"], ridge.predict(feats.X[test]), rtol=1e-4, atol=1e-5)
+        original = make_last_layer("mlp", split.index).fit(feats.crys_fea[split.train], feats.targets[split.train])
+        part = pred[(pred["split"] == split.index) & (pred["method"] == "original")]
+        np.testing.assert_allclose(part["prediction"], original.predict(feats.crys_fea[test]), rtol=1e-4, atol=1e-5)
         part = pred[(pred["split"] == split.index) & (pred["method"] == "source")]
         np.testing.assert_allclose(part["prediction"], feats.source_prediction[test, 0], rtol=1e-4, atol=1e-5)
 
@@ -210,10 +219,39 @@ def test_finetune_row_leaves_the_source_model_untouched(folder, source):
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
     table, pred = evaluate([model], folder, splits=2, last_layers=(), finetune=2, finetune_batch_size=6,
                            progress=False)
-    assert list(table.index) == ["constant", "source", "finetune"]
+    assert list(table.index) == ["constant", "source", "original", "finetune"]
     tuned = pred[pred["method"] == "finetune"]
     assert len(tuned) == 2 * (N - int(0.8 * N)) and np.isfinite(tuned["prediction"]).all()
     assert not np.allclose(tuned["prediction"], pred.loc[pred["method"] == "source", "prediction"])
     for k, v in model.net.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert all(p.requires_grad for p in model.net.parameters())
+
+
+def test_grouped_cross_validation_keeps_groups_apart(tmp_path, folder, source, capsys):
+    ids = id_prop(folder)["cif_id"].tolist()
+    groups = tmp_path / "groups.csv"
+    pd.DataFrame({"cif_id": ids, "prototype": [i.split("_")[0] for i in ids]}).to_csv(groups, index=False)
+    out = tmp_path / "grouped"
+    assert run_main(main, [str(source), str(folder), "--group-by", "prototype", "--groups-file", str(groups),
+                           "--last-layers", "ridge", "--out-dir", str(out), "-q"]) == 0
+    assert "grouped 4-fold cross-validation by prototype" in capsys.readouterr().out
+    pred = pd.read_csv(out / "predictions.csv")
+    ridge = pred[pred["method"] == "ridge"]
+    assert sorted(ridge["cif_id"]) == sorted(ids)  # each crystal tested once
+    for _, part in ridge.groupby("split"):
+        assert part["cif_id"].str.split("_").str[0].nunique() == 1  # one whole prototype per test fold
+    assert run_main(main, [str(source), str(folder), "--group-by", "nope", "--groups-file", str(groups),
+                           "--out-dir", str(tmp_path / "x"), "-q"]) == 2
+    assert "no column 'nope'" in capsys.readouterr().err
+
+
+def test_intervals_are_scored_on_held_out_crystals(cli_run):
+    _, _, pred = cli_run
+    table = summarize(pred)
+    for method in ("gp", "ridge", "original"):
+        part = pred[pred["method"] == method]
+        covered = ((part["target"] >= part["low"]) & (part["target"] <= part["high"])).mean()
+        assert table.loc[method, "coverage"] == pytest.approx(covered)
+        assert table.loc[method, "width"] > 0
+    assert np.isnan(table.loc["constant", "coverage"])
