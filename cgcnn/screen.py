@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -626,7 +627,10 @@ def _dask_screen_chunk(spec: dict, index: int, crystals: list[CrystalText]) -> S
         _WORKER_SCREENERS.clear()
         _WORKER_SCREENERS[spec["key"]] = screener
     torch.set_num_threads(1)
-    return screener.finish(index, crystals, screener.prepare(crystals))
+    try:
+        return screener.finish(index, crystals, screener.prepare(crystals))
+    except InputError as exc:  # returned, not raised: the client raises it as one line, no worker log
+        return exc
 
 
 def _screener_from_spec(spec: dict) -> Screener:
@@ -677,7 +681,8 @@ def _dask_client(address: str, log):
     if address == "local":
         cores = available_cores()
         log(f"starting a Dask LocalCluster of {cores} worker process(es), one thread each")
-        cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.CRITICAL)
         return Client(cluster), cluster
     try:
         return Client(address, timeout=30), None
@@ -707,7 +712,10 @@ def _dask_chunks(client, chunks, spec: dict):
             done, running = wait(running, return_when="FIRST_COMPLETED")
             running = set(running)
             for future in done:
-                yield future.result()
+                shard = future.result()
+                if isinstance(shard, InputError):
+                    raise shard
+                yield shard
     finally:
         for future in running:
             future.cancel()

@@ -219,6 +219,13 @@ def test_dask_local_same_results(fitted, tmp_path):
     assert (out / "results.csv").read_bytes() == (ref / "results.csv").read_bytes()
     assert (out / "test_results.csv").read_bytes() == (ref / "test_results.csv").read_bytes()
 
+    data = folder_of(tmp_path / "broken")  # a bad CIF on a worker: the same one line, exit 2, nothing written
+    (data / "LiF.cif").write_text("not a CIF\n")
+    out = workdir(tmp_path, "dask_broken")
+    proc = screen_run(fitted, out, data, "--dask", "local", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "LiF.cif" in proc.stderr
+    assert os.listdir(out) == []
+
 
 def test_chunk_size_must_be_a_multiple(fitted, tmp_path):
     proc = run("--train", 0, MODEL, fitted / "data", "--last-layer", fitted / "last_layer.sav", "-b", "3",
