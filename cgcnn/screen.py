@@ -186,10 +186,23 @@ _POOL_SPEC: _PrepSpec | None = None
 
 
 def _pool_start(spec: _PrepSpec) -> None:
+    """Initializer of a graph-building process: Ctrl-C left to the parent (which stops the pool),
+    SIGTERM back to its default, one torch thread, and an exit as soon as the parent is gone (a
+    SIGKILLed run leaves no process behind: a forked worker holds its own queue open and would
+    wait for ever)."""
     global _POOL_SPEC
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
     _POOL_SPEC = spec
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def _pool_prepare(crystals: list[CrystalText]) -> list[_Prepared]:

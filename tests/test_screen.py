@@ -161,24 +161,29 @@ def test_resume_after_crash_and_sigkill(fitted, tmp_path):
     assert (crash / "test_results.csv").read_bytes() == (full / "test_results.csv").read_bytes()
     assert not parts.exists()
 
-    # SIGKILL after the first shard
+    # SIGKILL after the first shard; its graph-building process goes too
+    psutil = pytest.importorskip("psutil")
     killed = workdir(tmp_path, "killed")
     parts = killed / "results.csv.parts"
     cmd = [sys.executable, str(TOOL), "--train", "0", MODEL, data, "--last-layer", fitted / "last_layer.sav",
-           "-b", "2", "--chunk-size", "2", "-j", "0", "-q"]
+           "-b", "2", "--chunk-size", "2", "-j", "1", "-q"]
     child = subprocess.Popen(list(map(str, cmd)), cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and len(list(parts.glob("0*.json"))) < 1 and child.poll() is None:
             time.sleep(0.05)
+        pool = psutil.Process(child.pid).children()
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait()
+    assert pool
+    _, alive = psutil.wait_procs(pool, timeout=10)
+    assert not alive
     assert not (killed / "results.csv").exists()
     done = len(list(parts.glob("0*.json")))
     assert 1 <= done < 6
     run("--train", 0, MODEL, data, "--last-layer", fitted / "last_layer.sav", "-b", "2", "--chunk-size", "2",
-        "-j", "0", "--resume", cwd=killed)
+        "-j", "1", "--resume", cwd=killed)
     assert (killed / "results.csv").read_bytes() == (full / "results.csv").read_bytes()
 
 
