@@ -112,6 +112,7 @@ def _property_paths(args, first_source: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     import pandas as pd
 
     from cgcnn.data import check_log10_kappa
@@ -120,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     from cgcnn.source import SourceModel
     from cgcnn.transfer import compute_features, inputs_record, load_property_models
 
-    args = build_parser().parse_args(argv)
     check_counts(args, non_negative=("workers",))
     if args.cv_folds < 0:
         raise InputError(f"--cv-folds must not be negative, not {args.cv_folds}")
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.train == 1 and args.descriptors is None and not args.property_models and descriptors == "slack" \
             and not all(p.is_file() for p in prop_paths):
         descriptors, prop_paths = "structure", []
-        print(f"note: no property models ({', '.join(p.name for p in _property_paths(args, paths[0]))}) beside "
-              f"{paths[0]}; using --descriptors structure", file=sys.stderr)
+        args.descriptors_note = (f"no property models ({', '.join(p.name for p in _property_paths(args, paths[0]))}) "
+                                 f"beside {paths[0]}: descriptors 'structure'")
     if args.train == 0 and layer.inputs.get("property_models") and not args.property_models:
         # the models it was fit with, by name, beside the first source model
         prop_paths = [Path(paths[0]).parent / s["name"] for s in layer.inputs["property_models"]]
@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         if feats.targets is None:
             raise InputError(f"{folder / 'id_prop.csv'}: --train 1 needs targets (cif_id,log10 κ_L rows)")
         check_log10_kappa(feats.targets, folder / "id_prop.csv", feats.ids)
+        if n < 2:
+            raise InputError(f"{folder / 'id_prop.csv'}: the last layer needs at least 2 crystals with targets, "
+                             f"got {n}")
         level = 0.9 if args.interval is None else args.interval
         if args.interval is not None:
             check_level(level, n, str(folder / "id_prop.csv"))
@@ -195,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = f"{layer.kind} (chosen by cross-validation)" if layer.requested == "auto" else layer.kind
         print(f"fit the {chosen} last layer on {n} crystals x {feats.X.shape[1]} inputs "
               f"(descriptors: {descriptors}) -> {args.last_layer}")
+        if getattr(args, "descriptors_note", None):
+            print(f"note: {args.descriptors_note}")
         print(f"training MAE {layer.train_mae:.3f} log10 κ_L")
         cv = layer.cv
         if cv.get("mae") is not None:

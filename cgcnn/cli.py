@@ -115,7 +115,7 @@ def add_compat_options(parser: argparse.ArgumentParser,
                        print_freq_help: str = "accepted for compatibility; progress is shown as a bar") -> None:
     """``--disable-cuda`` and ``-p/--print-freq`` (default 10), as the original tools declare them."""
     parser.add_argument("--disable-cuda", action="store_true",
-                        help="accepted for compatibility; runs on the CPU")
+                        help="run on the CPU even when torch sees a GPU")
     parser.add_argument("-p", "--print-freq", default=10, type=int, metavar="N",
                         help=f"{print_freq_help} (default: %(default)s)")
 

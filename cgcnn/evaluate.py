@@ -490,14 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise InputError(f"unknown last layer type {unknown[0]!r}; choose from {', '.join(METHODS)}")
     check_output_dir(args.out_dir, ("metrics.md", "predictions.csv", "parity.png"))  # fail before the long part
-    sources = [SourceModel.load(p, require_regression=True) for p in paths]
+    # fine-tuning trains on the CPU (cgcnn.fit keeps its tensors there)
+    device = "cpu" if args.finetune else None
+    sources = [SourceModel.load(p, require_regression=True, device=device) for p in paths]
     props = None
     descriptors = args.descriptors or "slack"
     prop_paths = ([Path(p) for p in args.property_models.split(",") if p] if args.property_models
                   else default_property_models(paths[0]))
     if args.descriptors is None and not args.property_models and not all(p.is_file() for p in prop_paths):
-        descriptors = "structure"
-        print(f"note: no property models beside {paths[0]}; using --descriptors structure", file=sys.stderr)
+        descriptors = "structure"  # said in the table's header line
     if descriptors == "slack":
         props = load_property_models(prop_paths)
     groups = None

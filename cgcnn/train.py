@@ -220,7 +220,8 @@ def train(settings: TrainSettings) -> TrainResult:
     if settings.start_epoch >= fit.epochs and not settings.resume:
         raise InputError(f"--start-epoch {settings.start_epoch} leaves no epoch below --epochs {fit.epochs}")
     classification = settings.classification
-    pretrained = SourceModel.load(settings.pretrained) if settings.pretrained else None
+    # on the CPU, where the training loop keeps its tensors
+    pretrained = SourceModel.load(settings.pretrained, device="cpu") if settings.pretrained else None
     params = pretrained.params if pretrained else settings.graph
     atom_init = choose_atom_init(settings.data, settings.atom_init, pretrained.atom_init if pretrained else None)
     dataset = CIFData(settings.data, params=params, atom_init=atom_init, cache_dir=settings.cache_dir,

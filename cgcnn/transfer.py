@@ -148,7 +148,7 @@ def load_property_models(paths: Sequence, device=None) -> dict:
     return {r: models[r] for r in PROPERTY_TARGETS}
 
 
-def compute_features(sources: Sequence[SourceModel], folder, batch_size: int = 500, workers: int | None = 0,
+def compute_features(sources: Sequence[SourceModel], folder, batch_size: int = 500, workers: int | None = None,
                      atom_init=None, cache_dir=None, progress: bool = True, descriptors: str = "none",
                      property_models: dict | None = None) -> Features:
     """Last-layer inputs of every crystal of ``folder``.

@@ -479,11 +479,14 @@ def test_train_1_without_targets_keeps_earlier_outputs(capsys, work, cif_folder,
 def test_interrupted_write_keeps_last_layer(capsys, work, cif_folder, small_model, fitted, monkeypatch):
     before = fitted.read_bytes()
 
-    def interrupted_dump(obj, f, *args, **kwargs):
+    def interrupted_dump(data, f):
         f.write(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(joblib, "dump", interrupted_dump)
+    def save_to(self, outputs, path):  # the last layer's bytes, interrupted half-way through the write
+        outputs.save(path, self.dumps(), saver=interrupted_dump)
+
+    monkeypatch.setattr(LastLayer, "save_to", save_to)
     code, _, err = call(capsys, "transfer", small_model, cif_folder, "--train", 1, "-q", "--seed", 3)
     assert code == 130 and "Traceback" not in err
     assert fitted.read_bytes() == before
