@@ -264,7 +264,7 @@ def read_structure_text(data: bytes, source: str, max_sites: int | None = None) 
     Parameters
     ----------
     data : bytes
-        The CIF file (UTF-8; bad bytes replaced).
+        The CIF file (UTF-8; bad bytes replaced, line ends made ``\\n``; UTF-16/UTF-32 refused).
     source : str
         What names the crystal in messages (a path, or ``archive:member``).
     max_sites : int, optional
@@ -276,11 +276,15 @@ def read_structure_text(data: bytes, source: str, max_sites: int | None = None) 
         The cases of :func:`cgcnn.data.read_structure`.
     """
     from cgcnn.cif import check_geometry, read_cif
-    from cgcnn.data import MAX_SITES, _check_elements_are_real
+    from cgcnn.data import MAX_SITES, _check_elements_are_real, _not_utf8
 
     if len(data) == 0:
         raise InputError(f"{source}: empty file")
-    structure = read_cif(source, data.decode("utf-8", errors="replace"))
+    problem = _not_utf8(data)
+    if problem:
+        raise InputError(f"{source}: {problem}")
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")  # as read_structure
+    structure = read_cif(source, text)
     if len(structure) == 0:
         raise InputError(f"{source}: no atomic sites")
     limit = MAX_SITES if max_sites is None else max_sites
