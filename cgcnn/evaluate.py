@@ -374,7 +374,7 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
     else:
         parts = make_splits(n, splits, train_fraction, kfold)
     X, y = feats.X, feats.targets
-    X_original = feats.crys_fea[:, :sources[0].crys_fea_len].astype(np.float64)
+    X_original = feats.crys_fea[:, :sources[0].crys_fea_len]  # float32, as the original tool
     log(f"{n} crystals x {X.shape[1]} inputs (crys_fea {feats.groups[0]}, descriptors {feats.groups[1]}) in "
         f"{time.time() - t0:.1f} s; {len(parts)} splits")
     ids = np.asarray(feats.ids, dtype=object)

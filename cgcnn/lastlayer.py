@@ -318,7 +318,7 @@ class LastLayer:
         from sklearn.metrics import mean_absolute_error
 
         log = log or (lambda msg: None)
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)  # float32 crys_fea stay float32, as the original tool fit them
         y = np.asarray(y, dtype=np.float64)
         n = len(y)
         if n < 2:
@@ -371,7 +371,7 @@ class LastLayer:
             Inputs of another width, or a level outside [0.5, 1) or too high for the
             number of training crystals (CV+ needs 1/(1 − level) < n).
         """
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise InputError(f"{self._name}: fit on {self.n_features} inputs per crystal; got {X.shape[-1]}")
         level = float(self.interval.get("level", 0.9) if level is None else level)

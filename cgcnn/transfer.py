@@ -86,9 +86,10 @@ class Features:
 
     @property
     def X(self) -> np.ndarray:
-        """The last layer's input, shape (n, n_crys_fea + n_descriptors), float64."""
+        """The last layer's input, shape (n, n_crys_fea + n_descriptors): float64, or the float32
+        ``crys_fea`` themselves without descriptors (as the original tool fit them)."""
         if self.descriptors.size == 0:
-            return self.crys_fea.astype(np.float64)
+            return self.crys_fea
         return np.concatenate([self.crys_fea.astype(np.float64), self.descriptors], axis=1)
 
     @property
