@@ -19,7 +19,7 @@ TOOL = REPO / "transfer_learning_kappa.py"
 
 def run(*args, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, str(TOOL), *map(str, args), "-q"], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=1200)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
