@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,7 @@ class _Prepared:
     graphs: list | None = None
     desc: np.ndarray | None = None
     error: str | None = None
+    notes: tuple = ()  # warnings raised while preparing it (re-issued by the main process)
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,19 @@ class _PrepSpec:
 
 
 def _prepare_one(spec: _PrepSpec, crystal: CrystalText) -> _Prepared:
-    """Read, check and turn one crystal into its graphs (what :meth:`CIFData.graph` does, from bytes)."""
+    """Read, check and turn one crystal into its graphs (what :meth:`CIFData.graph` does, from bytes).
+
+    Warnings (e.g. a crystal with fewer neighbours than ``max_num_nbr``) are recorded in
+    ``notes``, so that they reach the user from a graph-building process too.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepared = _prepare_quietly(spec, crystal)
+    prepared.notes = tuple(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+    return prepared
+
+
+def _prepare_quietly(spec: _PrepSpec, crystal: CrystalText) -> _Prepared:
     from cgcnn.data import CACHE_SUFFIX, read_cached_graph, write_cached_graph
 
     if crystal.error is not None:
@@ -378,6 +392,10 @@ class Screener:
         import pandas as pd
 
         from cgcnn.transfer import features_from_datasets
+
+        for p in prepared:
+            for note in p.notes:
+                warnings.warn(note, UserWarning, stacklevel=2)
 
         keep, skipped = [], []
         for i, (crystal, prep) in enumerate(zip(crystals, prepared)):
