@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         if iv.get("cv_coverage") is not None:
             print(f"{iv['level']:.0%} interval (CV+): cross-validated coverage {iv['cv_coverage']:.0%}, "
                   f"mean width {iv['cv_width']:.2f} log10 (a factor of {10 ** (iv['cv_width'] / 2):.1f} either way)")
-        elif layer.conformal is None:
+        elif args.cv_folds > n:
+            print(f"no cross-validation: --cv-folds {args.cv_folds} is more than the {n} crystals")
+        if iv.get("cv_coverage") is None and layer.conformal is None:
             print(f"no prediction interval: {n} crystals are too few for a {level:.0%} interval "
                   f"(CV+ needs at least 10 and more than {1 / (1 - level):.0f})")
     log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s")

@@ -173,6 +173,8 @@ def _atom_table_from_dict(raw, source: str = "atom feature table") -> dict[int, 
             raise InputError(f"{source}: entry {key!r} is not atomic number -> list of numbers") from None
         if vec.ndim != 1:
             raise InputError(f"{source}: entry {key!r} is not a flat list of numbers")
+        if not np.isfinite(vec).all():
+            raise InputError(f"{source}: entry {key!r} holds NaN or infinite values")
         if length is None:
             length = len(vec)
         elif len(vec) != length:

@@ -147,8 +147,19 @@ class SourceModel:
                 f"{path}: state_dict does not fit a CGCNN (missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         net.eval()
+        for name, tensor in sd.items():
+            if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise InputError(f"{path}: the checkpoint holds NaN or infinite values in {name} (a broken model)")
         normalizer = normalizer_from_checkpoint(ckpt, path)
+        stats = [float(normalizer.mean), float(normalizer.std)]
+        if not all(np.isfinite(stats)) or stats[1] <= 0:
+            raise InputError(f"{path}: the checkpoint's normalizer is not usable (mean {stats[0]:g}, std {stats[1]:g})")
         info = ModelInfo.from_checkpoint(ckpt)
+        if info.atom_init is not None:
+            bad = [z for z, vec in info.atom_init.items() if not np.isfinite(np.asarray(vec, dtype=float)).all()]
+            if bad:
+                raise InputError(f"{path}: the stored atom feature table holds NaN or infinite values "
+                                 f"(element {bad[0]})")
         if info.graph.nbr_fea_len != nbr_fea_len:
             raise InputError(
                 f"{path}: graph parameters {info.graph} give {info.graph.nbr_fea_len} edge features, "

@@ -88,14 +88,14 @@ class Features:
     def X(self) -> np.ndarray:
         """The last layer's input, shape (n, n_crys_fea + n_descriptors): float64, or the float32
         ``crys_fea`` themselves without descriptors (as the original tool fit them)."""
-        if self.descriptors.size == 0:
+        if self.descriptors.ndim != 2 or self.descriptors.shape[1] == 0:
             return self.crys_fea
         return np.concatenate([self.crys_fea.astype(np.float64), self.descriptors], axis=1)
 
     @property
     def groups(self) -> tuple[int, int]:
         """(number of ``crys_fea`` columns, number of descriptor columns) of :attr:`X`."""
-        return self.crys_fea.shape[1], (self.descriptors.shape[1] if self.descriptors.size else 0)
+        return self.crys_fea.shape[1], (self.descriptors.shape[1] if self.descriptors.ndim == 2 else 0)
 
 
 def source_record(source: SourceModel) -> dict:
