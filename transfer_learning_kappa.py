@@ -32,7 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from cgcnn import InputError
-from cgcnn.cli import add_compat_options, add_graph_options, add_quiet_option, add_seed_option, check_counts, run_main
+from cgcnn.cli import (
+    add_compat_options,
+    add_graph_options,
+    add_quiet_option,
+    add_screen_options,
+    add_seed_option,
+    check_counts,
+    run_main,
+)
 
 LAST_LAYER_TYPES = ("auto", "mlp", "ridge", "rf", "gp")
 DESCRIPTOR_SETS = ("none", "structure", "slack")
@@ -78,19 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept a bare pickled estimator (the original tool's last_layer.sav); a pickle can run code")
     add_graph_options(p)
     add_quiet_option(p)
-    s = p.add_argument_group("screening (--train 0)")
-    s.add_argument("--on-error", default="stop", choices=("stop", "skip"),
-                   help="stop: a crystal that cannot be read or turned into a graph ends the run (one line, "
-                        "nothing written); skip: it is listed in skipped.csv beside --results and left out")
-    s.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from the chunks kept in RESULTS.parts/ (same inputs and "
-                        "options only)")
-    s.add_argument("--chunk-size", default=None, type=int, metavar="N",
-                   help="crystals per chunk (a shard of work, the unit of resumption and of Dask tasks); a "
-                        "multiple of --batch-size (default: 4 x --batch-size)")
-    s.add_argument("--dask", default=None, metavar="ADDRESS",
-                   help="screen the chunks on a dask.distributed cluster: 'local' (a LocalCluster of this "
-                        "machine's cores) or a scheduler address such as tcp://host:8786")
+    add_screen_options(p, output="--results", title="screening (--train 0)")
     return p
 
 

@@ -130,6 +130,27 @@ def add_graph_options(parser: argparse.ArgumentParser,
                         help="folder for crystal graphs cached across runs (default: %(default)s)")
 
 
+def add_screen_options(parser: argparse.ArgumentParser, output: str = "--results",
+                       title: str = "screening") -> None:
+    """``--on-error``, ``--resume``, ``--chunk-size`` and ``--dask`` of a screening run
+    (:mod:`cgcnn.screen`), in an argument group; ``output`` names the option whose file
+    ``skipped.csv`` and the ``.parts/`` folder go beside."""
+    name = output.lstrip("-").upper()
+    group = parser.add_argument_group(title)
+    group.add_argument("--on-error", default="stop", choices=("stop", "skip"),
+                       help="stop: a crystal that cannot be read or turned into a graph ends the run (one line, "
+                            f"nothing written); skip: it is listed in skipped.csv beside {output} and left out")
+    group.add_argument("--resume", action="store_true",
+                       help=f"continue an interrupted run from the chunks kept in {name}.parts/ (same inputs and "
+                            "options only)")
+    group.add_argument("--chunk-size", default=None, type=int, metavar="N",
+                       help="crystals per chunk (the unit of resumption and of Dask tasks); a multiple of "
+                            "--batch-size (default: 4 x --batch-size)")
+    group.add_argument("--dask", default=None, metavar="ADDRESS",
+                       help="run the chunks on a dask.distributed cluster: 'local' (a LocalCluster of this "
+                            "machine's cores) or a scheduler address such as tcp://host:8786")
+
+
 def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     """``-q/--quiet``: no progress bar."""
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

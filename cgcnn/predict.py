@@ -31,6 +31,7 @@ from cgcnn.cli import (
     add_graph_options,
     add_loader_options,
     add_quiet_option,
+    add_screen_options,
     check_counts,
     run_main,
 )
@@ -115,19 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="test_results.csv", help="output CSV (default: test_results.csv)")
     add_graph_options(parser)
     add_quiet_option(parser)
-    group = parser.add_argument_group("screening")
-    group.add_argument("--on-error", default="stop", choices=("stop", "skip"),
-                       help="stop: a crystal that cannot be read or turned into a graph ends the run (one line, "
-                            "nothing written); skip: it is listed in skipped.csv beside --out and left out")
-    group.add_argument("--resume", action="store_true",
-                       help="continue an interrupted run from the chunks kept in OUT.parts/ (same inputs and "
-                            "options only)")
-    group.add_argument("--chunk-size", default=None, type=int, metavar="N",
-                       help="crystals per chunk (the unit of resumption and of Dask tasks); a multiple of "
-                            "--batch-size (default: 4 x --batch-size)")
-    group.add_argument("--dask", default=None, metavar="ADDRESS",
-                       help="run the chunks on a dask.distributed cluster: 'local' (a LocalCluster of this "
-                            "machine's cores) or a scheduler address such as tcp://host:8786")
+    add_screen_options(parser, output="--out")
     args = parser.parse_args(argv)
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
     from cgcnn.archive import open_input  # the engine imports numpy and torch: not at import (--help stays fast)
