@@ -41,7 +41,7 @@ Example (the figures of issue 17)::
 
     python benchmarks/end_to_end.py --model ../shared/models/cgcnn_original/gong2021_source.pth.tar \\
         --atom-init ../shared/models/cgcnn_original/atom_init.json \\
-        --original /tmp/Transfer-learning-CGCNN --cgcnn2 /tmp/cgcnn2-venv/bin/cgcnn-pr --repeat 3
+        --original path/to/Transfer-learning-CGCNN --cgcnn2 path/to/cgcnn2-venv/bin/cgcnn-pr --repeat 3
 """
 
 from __future__ import annotations
