@@ -275,24 +275,6 @@ def read_structure_text(data: bytes, source: str, max_sites: int | None = None) 
     InputError
         The cases of :func:`cgcnn.data.read_structure`.
     """
-    from cgcnn.cif import check_geometry, read_cif
-    from cgcnn.data import MAX_SITES, _check_elements_are_real, _not_utf8
+    from cgcnn.data import structure_from_bytes
 
-    if len(data) == 0:
-        raise InputError(f"{source}: empty file")
-    problem = _not_utf8(data)
-    if problem:
-        raise InputError(f"{source}: {problem}")
-    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")  # as read_structure
-    structure = read_cif(source, text)
-    if len(structure) == 0:
-        raise InputError(f"{source}: no atomic sites")
-    limit = MAX_SITES if max_sites is None else max_sites
-    if len(structure) > limit:
-        raise InputError(f"{source}: {len(structure)} sites, more than the limit of {limit} sites per crystal "
-                         "(cgcnn.data.MAX_SITES)")
-    if not structure.is_ordered:
-        raise InputError(f"{source}: partial occupancies are not supported (CGCNN needs an ordered structure)")
-    _check_elements_are_real(structure, Path(source))
-    check_geometry(structure, Path(source))
-    return structure
+    return structure_from_bytes(data, source, max_sites)

@@ -434,30 +434,44 @@ def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Str
         zero-volume cell or overlapping atoms, a cell angle outside 0 ... 180 degrees or
         an occupancy of 0 or less or above 1, or is UTF-16/UTF-32 text (or holds NUL bytes).
     """
-    from cgcnn.cif import check_geometry, read_cif
-
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return structure_from_bytes(data, path, max_sites)
+
+
+def structure_from_bytes(data: bytes, source: str | os.PathLike, max_sites: int | None = None) -> Structure:
+    """A CIF's bytes to the checked, ordered ``Structure`` of :func:`read_structure` (same parser,
+    checks and messages, naming ``source``: a path, or ``archive:member``).
+
+    ``data`` is UTF-8 text (bad bytes replaced, line ends made ``\\n``; UTF-16/UTF-32 refused).
+
+    Raises
+    ------
+    InputError
+        The cases of :func:`read_structure`.
+    """
+    from cgcnn.cif import check_geometry, read_cif
+
     if not data:
-        raise InputError(f"{path}: empty file")
+        raise InputError(f"{source}: empty file")
     problem = _not_utf8(data)
     if problem:
-        raise InputError(f"{path}: {problem}")
+        raise InputError(f"{source}: {problem}")
     text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
-    structure = read_cif(path, text)
+    structure = read_cif(source, text)
     if len(structure) == 0:
-        raise InputError(f"{path}: no atomic sites")
+        raise InputError(f"{source}: no atomic sites")
     limit = MAX_SITES if max_sites is None else max_sites
     if len(structure) > limit:
-        raise InputError(f"{path}: {len(structure)} sites, more than the limit of {limit} sites per crystal "
+        raise InputError(f"{source}: {len(structure)} sites, more than the limit of {limit} sites per crystal "
                          "(cgcnn.data.MAX_SITES)")
     if not structure.is_ordered:
-        raise InputError(f"{path}: partial occupancies are not supported (CGCNN needs an ordered structure)")
-    _check_elements_are_real(structure, path)
-    check_geometry(structure, path)
+        raise InputError(f"{source}: partial occupancies are not supported (CGCNN needs an ordered structure)")
+    _check_elements_are_real(structure, Path(source))
+    check_geometry(structure, Path(source))
     return structure
 
 
