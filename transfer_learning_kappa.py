@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(descriptors: {descriptors}) -> {args.last_layer}")
         if getattr(args, "descriptors_note", None):
             print(f"note: {args.descriptors_note}")
-        print(f"training MAE {layer.train_mae:.3f} log10 κ_L")
+        print(f"training MAE {layer.train_mae:.3f} log10 κ_L"
+              + (" (a Gaussian process passes through its training data: judge it by the cross-validated MAE)"
+                 if layer.kind == "gp" and layer.train_mae < 0.01 else ""))
         cv = layer.cv
         if cv.get("mae") is not None:
             print(f"{cv['folds']}-fold x {cv['repeats']} cross-validated MAE {cv['mae']:.3f} log10 κ_L "
