@@ -157,11 +157,20 @@ def _write_temp(obj: Any, path: Path, saver: Callable[[Any, Any], Any]) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror})") from None
-    done = False
-    try:
+    with _removed_on_failure(tmp, path):
         with os.fdopen(fd, "wb") as f:
             saver(obj, f)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the permissions open() would
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(tmp, path: Path):
+    """Remove the temporary file ``tmp`` unless the block completes (any exception, interrupts
+    included); an ``OSError`` becomes an :class:`InputError` naming ``path``."""
+    done = False
+    try:
+        yield
         done = True
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
@@ -169,7 +178,6 @@ def _write_temp(obj: Any, path: Path, saver: Callable[[Any, Any], Any]) -> Path:
         if not done:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-    return Path(tmp)
 
 
 def save_atomic(obj: Any, path: str | os.PathLike, saver: Callable[[Any, Any], Any] | None = None) -> None:
@@ -200,16 +208,8 @@ def save_atomic(obj: Any, path: str | os.PathLike, saver: Callable[[Any, Any], A
     """
     path = check_output(path)
     tmp = _write_temp(obj, path, _torch_save if saver is None else saver)
-    done = False
-    try:
+    with _removed_on_failure(tmp, path):
         os.replace(tmp, _destination(path))
-        done = True
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        if not done:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------------------------------
