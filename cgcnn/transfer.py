@@ -178,7 +178,7 @@ def compute_features(sources: Sequence[SourceModel], folder, batch_size: int = 5
         property models.
     """
     from cgcnn.data import read_structure
-    from cgcnn.descriptors import slack_descriptors, structure_descriptors
+    from cgcnn.descriptors import structure_descriptors
 
     if descriptors not in DESCRIPTOR_SETS:
         raise InputError(f"unknown descriptors {descriptors!r}; choose one of {', '.join(DESCRIPTOR_SETS)}")
@@ -186,7 +186,7 @@ def compute_features(sources: Sequence[SourceModel], folder, batch_size: int = 5
         raise InputError("--descriptors slack needs the property models (--property-models)")
     models = list(sources) + (list(property_models.values()) if descriptors == "slack" else [])
     datasets: dict = {}
-    feas, preds, digests, names = [], [], [], []
+    feas, preds, digests = [], [], []
     base = None
     for model in models:
         data = model.dataset(folder, atom_init=atom_init, cache_dir=cache_dir)
@@ -198,19 +198,31 @@ def compute_features(sources: Sequence[SourceModel], folder, batch_size: int = 5
         feas.append(fea)
         preds.append(pred)
         digests.append(digest)
-        names += [f"{model.path.name}:crys_fea[{j}]" for j in range(fea.shape[1])]
-    n_src = len(sources)
+    structure_desc = None
+    if descriptors != "none":
+        structure_desc = structure_descriptors(
+            [read_structure(base.cif_path(i), base.max_sites) for i in range(len(base.ids))])
+    return _assemble(base, models, feas, preds, digests, len(sources), descriptors, structure_desc)
+
+
+def _assemble(base, models, feas, preds, digests, n_sources: int, descriptors: str, structure_desc) -> Features:
+    """:class:`Features` from each model's ``crys_fea`` and predictions and the structure descriptors
+    (shape (n, 5), or None for ``none``); Slack descriptors from the property models' predictions."""
+    from cgcnn.descriptors import slack_descriptors
+
+    names = [f"{m.path.name}:crys_fea[{j}]" for m, fea in zip(models, feas) for j in range(fea.shape[1])]
     desc = np.zeros((len(base.ids), 0))
     if descriptors != "none":
-        structures = [read_structure(base.cif_path(i), base.max_sites) for i in range(len(base.ids))]
-        desc = structure_descriptors(structures)
+        if structure_desc is None:
+            raise InputError(f"--descriptors {descriptors} needs the structure descriptors of the crystals")
+        desc = np.asarray(structure_desc, dtype=np.float64).reshape(len(base.ids), len(STRUCTURE_DESCRIPTORS))
         names += list(STRUCTURE_DESCRIPTORS)
         if descriptors == "slack":
-            debye, bulk, shear = preds[n_src:n_src + 3]
+            debye, bulk, shear = preds[n_sources:n_sources + 3]
             desc = np.concatenate([desc, slack_descriptors(desc, debye, bulk, shear)], axis=1)
             names += list(SLACK_DESCRIPTORS)
-    return Features(base.ids, base.targets, np.concatenate(feas, axis=1), np.stack(preds[:n_src], axis=1),
-                    desc, names, digests)
+    return Features(list(base.ids), base.targets, np.concatenate(feas, axis=1),
+                    np.stack(preds[:n_sources], axis=1), desc, names, digests)
 
 
 def features_from_datasets(models: Sequence[SourceModel], datasets: Sequence, n_sources: int,
@@ -252,30 +264,15 @@ def features_from_datasets(models: Sequence[SourceModel], datasets: Sequence, n_
     InputError
         An unknown descriptor level; descriptors asked for without ``structure_desc``.
     """
-    from cgcnn.descriptors import slack_descriptors
-
     if descriptors not in DESCRIPTOR_SETS:
         raise InputError(f"unknown descriptors {descriptors!r}; choose one of {', '.join(DESCRIPTOR_SETS)}")
-    feas, preds, digests, names = [], [], [], []
+    feas, preds, digests = [], [], []
     for model, data in zip(models, datasets):
         fea, pred = model.run(data, batch_size=batch_size, workers=0, progress=False)
         feas.append(fea)
         preds.append(pred)
         digests.append(atom_init_digest(data.atom_init))
-        names += [f"{model.path.name}:crys_fea[{j}]" for j in range(fea.shape[1])]
-    base = datasets[0]
-    desc = np.zeros((len(base.ids), 0))
-    if descriptors != "none":
-        if structure_desc is None:
-            raise InputError(f"--descriptors {descriptors} needs the structure descriptors of the crystals")
-        desc = np.asarray(structure_desc, dtype=np.float64).reshape(len(base.ids), len(STRUCTURE_DESCRIPTORS))
-        names += list(STRUCTURE_DESCRIPTORS)
-        if descriptors == "slack":
-            debye, bulk, shear = preds[n_sources:n_sources + 3]
-            desc = np.concatenate([desc, slack_descriptors(desc, debye, bulk, shear)], axis=1)
-            names += list(SLACK_DESCRIPTORS)
-    return Features(list(base.ids), base.targets, np.concatenate(feas, axis=1), np.stack(preds[:n_sources], axis=1),
-                    desc, names, digests)
+    return _assemble(datasets[0], models, feas, preds, digests, n_sources, descriptors, structure_desc)
 
 
 def inputs_record(sources: Sequence[SourceModel], features: Features, descriptors: str,
