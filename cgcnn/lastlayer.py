@@ -27,7 +27,6 @@ original tool's ``last_layer.sav``) loads only with ``trust_pickle=True``.
 
 from __future__ import annotations
 
-import copy
 import io
 import pickle
 import warnings
@@ -36,175 +35,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
 from cgcnn import InputError, __version__
+from cgcnn.estimators import (  # noqa: F401
+    CANDIDATES,
+    LAST_LAYER_TYPES,
+    ColumnKernel,
+    cv_mae,
+    make_estimator,
+    quiet_fit,
+    quiet_predict,
+    repeated_folds,
+)
+from cgcnn.intervals import check_level, domain_distance, fit_conformal, fit_domain, with_level
+from cgcnn.intervals import interval_cv as measure_interval
 
 __all__ = ["LAST_LAYER_TYPES", "CANDIDATES", "ColumnKernel", "make_estimator", "LastLayer", "Prediction", "check_level"]
 
 TARGET = "log10 kappa_L"  # log10 of κ_L in W m⁻¹ K⁻¹
 FORMAT = "cgcnn-kappa last layer 2"
 FORMAT_V1 = "cgcnn-kappa last layer 1"
-#: Kinds of :func:`make_estimator` and ``auto``.
-LAST_LAYER_TYPES = ("auto", "mlp", "ridge", "rf", "gp")
-#: Kinds ``auto`` chooses from.
-CANDIDATES = ("ridge", "gp", "rf", "mlp")
 #: Modules whose types a last-layer file may hold.
-_TRUSTED_MODULES = ("sklearn.", "mapie.", "numpy.", "scipy.", "cgcnn.lastlayer.ColumnKernel")
+_TRUSTED_MODULES = ("sklearn.", "mapie.", "numpy.", "scipy.", "cgcnn.lastlayer.ColumnKernel",
+                    "cgcnn.estimators.ColumnKernel")
 _MIN_INTERVAL_SAMPLES = 10
-
-
-class ColumnKernel(Kernel):
-    """A scikit-learn kernel acting on some columns of the input only.
-
-    ``ColumnKernel(RBF(3.0), (0, 1, 2))`` is an RBF kernel of the first three input
-    columns; sums of such kernels give an additive Gaussian process whose groups of
-    inputs are weighed by the marginal likelihood (Rasmussen & Williams 2006, ch. 4.2;
-    D. K. Duvenaud et al., Additive Gaussian processes, NeurIPS 24 (2011)).
-
-    Parameters
-    ----------
-    kernel : sklearn Kernel
-    columns : tuple of int
-    """
-
-    def __init__(self, kernel=None, columns=()):
-        self.kernel = kernel
-        self.columns = columns
-
-    def get_params(self, deep=True):
-        params = {"kernel": self.kernel, "columns": self.columns}
-        if deep and self.kernel is not None:
-            params.update({f"kernel__{k}": v for k, v in self.kernel.get_params().items()})
-        return params
-
-    @property
-    def hyperparameters(self):
-        return [Hyperparameter(f"kernel__{h.name}", h.value_type, h.bounds, h.n_elements, h.fixed)
-                for h in self.kernel.hyperparameters]
-
-    @property
-    def theta(self):
-        return self.kernel.theta
-
-    @theta.setter
-    def theta(self, theta):
-        self.kernel.theta = theta
-
-    @property
-    def bounds(self):
-        return self.kernel.bounds
-
-    def __call__(self, X, Y=None, eval_gradient=False):
-        cols = list(self.columns)
-        return self.kernel(X[:, cols], None if Y is None else Y[:, cols], eval_gradient=eval_gradient)
-
-    def diag(self, X):
-        return self.kernel.diag(X[:, list(self.columns)])
-
-    def is_stationary(self):
-        return self.kernel.is_stationary()
-
-    def __repr__(self):
-        return f"ColumnKernel({self.kernel!r}, columns {self.columns[0]}..{self.columns[-1]})"
-
-
-def _kernel(groups: tuple[int, int] | None):
-    """The ``gp`` kernel for inputs ``[crys_fea (groups[0] columns), descriptors (groups[1])]``."""
-    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
-
-    n_crys, n_desc = groups if groups else (0, 0)
-    if not n_desc or not n_crys:
-        return (ConstantKernel(1.0) * RBF(length_scale=10.0, length_scale_bounds=(1e-2, 1e4))
-                + ConstantKernel(0.1) * DotProduct(1.0) + WhiteKernel(0.1))
-    crys = tuple(range(n_crys))
-    desc = tuple(range(n_crys, n_crys + n_desc))
-    return (ConstantKernel(1.0) * ColumnKernel(RBF(10.0, (1e-2, 1e4)), crys)
-            + ConstantKernel(1.0) * ColumnKernel(RBF(3.0, (1e-2, 1e4)), desc)
-            + ConstantKernel(0.1) * ColumnKernel(DotProduct(1.0), desc)
-            + WhiteKernel(0.1))
-
-
-def make_estimator(kind: str = "mlp", seed: int = 0, groups: tuple[int, int] | None = None):
-    """A fresh, unfitted scikit-learn regressor.
-
-    Parameters
-    ----------
-    kind : {"mlp", "ridge", "rf", "gp"}
-        ``mlp``: the original tool's ``MLPRegressor(hidden_layer_sizes=(64,),
-        activation='identity', solver='lbfgs', alpha=0.1, tol=1e-4, max_iter=200)``
-        (Zhu et al. 2021), a linear model in effect, on the raw inputs as the original.
-        ``ridge``: standardised inputs, ``RidgeCV`` with alpha chosen by efficient
-        leave-one-out over 1e-3..1e3.
-        ``rf``: ``RandomForestRegressor(n_estimators=300)``.
-        ``gp``: standardised inputs, ``GaussianProcessRegressor``, targets normalised,
-        hyper-parameters by maximum marginal likelihood (C. E. Rasmussen, C. K. I.
-        Williams, *Gaussian Processes for Machine Learning*, MIT Press (2006)).  Its
-        kernel is additive when the input has descriptors: constant × RBF on the
-        ``crys_fea`` columns + constant × RBF on the descriptor columns + constant ×
-        linear (dot product) on the descriptor columns + white noise, so that the
-        likelihood weighs the learnt features against the physical ones and Slack's
-        power law (linear in the log descriptors) is in the model; on ``crys_fea``
-        alone, constant × RBF + constant × linear + white noise.
-    seed : int
-        ``random_state`` of the estimator.
-    groups : (int, int), optional
-        Columns of ``crys_fea`` and of descriptors, in that order, for ``gp``.
-
-    Raises
-    ------
-    InputError
-        For an unknown ``kind``.
-    """
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.linear_model import RidgeCV
-    from sklearn.neural_network import MLPRegressor
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if kind == "mlp":
-        return MLPRegressor(hidden_layer_sizes=(64,), activation="identity", solver="lbfgs", alpha=0.1,
-                            tol=1e-4, max_iter=200, random_state=seed)
-    if kind == "ridge":
-        return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 25)))
-    if kind == "rf":
-        return RandomForestRegressor(n_estimators=300, random_state=seed, n_jobs=1)
-    if kind == "gp":
-        return make_pipeline(StandardScaler(),
-                             GaussianProcessRegressor(_kernel(groups), normalize_y=True, random_state=seed))
-    raise InputError(f"unknown last layer type {kind!r}; choose one of {', '.join(LAST_LAYER_TYPES)}")
-
-
-def _quiet_fit(estimator, X, y):
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")  # lbfgs and GP optimiser convergence notes
-        return estimator.fit(X, y)
-
-
-def _quiet_predict(estimator, X):
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        return np.asarray(estimator.predict(X), dtype=np.float64)
-
-
-def _repeated_folds(n: int, folds: int, repeats: int, seed: int):
-    from sklearn.model_selection import RepeatedKFold
-
-    return list(RepeatedKFold(n_splits=folds, n_repeats=repeats, random_state=seed).split(np.zeros(n)))
-
-
-def cv_mae(kind: str, X: np.ndarray, y: np.ndarray, splits, seed: int = 0, groups=None) -> float:
-    """Mean absolute error of ``kind`` over ``splits`` (a list of (train, test) index pairs),
-    the errors of all test rows pooled (log10 κ_L)."""
-    from sklearn.metrics import mean_absolute_error
-
-    errs_true, errs_pred = [], []
-    for train, test in splits:
-        est = _quiet_fit(make_estimator(kind, seed, groups), X[train], y[train])
-        errs_true.append(y[test])
-        errs_pred.append(_quiet_predict(est, X[test]))
-    return float(mean_absolute_error(np.concatenate(errs_true), np.concatenate(errs_pred)))
 
 
 @dataclass
@@ -328,7 +182,7 @@ class LastLayer:
         if not np.all(np.isfinite(X)):
             raise InputError("the last-layer inputs hold NaN or infinite values (a broken source model?)")
         do_cv = cv_folds >= 2 and n >= cv_folds
-        splits = _repeated_folds(n, cv_folds, cv_repeats, seed) if do_cv else []
+        splits = repeated_folds(n, cv_folds, cv_repeats, seed) if do_cv else []
         table = {}
         if kind == "auto":
             if do_cv:
@@ -340,24 +194,24 @@ class LastLayer:
                 chosen = "ridge"
         else:
             chosen = kind
-        estimator = _quiet_fit(make_estimator(chosen, seed, groups), X, y)
-        train_mae = float(mean_absolute_error(y, _quiet_predict(estimator, X)))
+        estimator = quiet_fit(make_estimator(chosen, seed, groups), X, y)
+        train_mae = float(mean_absolute_error(y, quiet_predict(estimator, X)))
         cv = {"folds": cv_folds if do_cv else 0, "repeats": cv_repeats if do_cv else 0, "table": table,
               "mae": None, "mae_constant": None}
         if do_cv:
             cv["mae"] = table[chosen] if chosen in table else cv_mae(chosen, X, y, splits, seed, groups)
-            const = [mean_absolute_error(y[te], _quiet_fit(DummyRegressor(), X[tr], y[tr]).predict(X[te]))
+            const = [mean_absolute_error(y[te], quiet_fit(DummyRegressor(), X[tr], y[tr]).predict(X[te]))
                      * len(te) for tr, te in splits]
             cv["mae_constant"] = float(sum(const) / sum(len(te) for _, te in splits))
         layer = cls(estimator=estimator, kind=chosen, requested=kind, seed=seed, inputs=dict(inputs or {}),
                     n_features=X.shape[1], n_train=n, train_mae=train_mae, cv=cv, versions=_versions(),
                     groups=list(groups) if groups else None)
-        layer.domain = _fit_domain(X)
+        layer.domain = fit_domain(X)
         layer.interval = {"level": float(level), "cv_coverage": None, "cv_width": None}
         if n >= _MIN_INTERVAL_SAMPLES and 1.0 / (1.0 - level) < n:
-            layer.conformal = _fit_conformal(chosen, X, y, level, seed, cv_folds, groups)
+            layer.conformal = fit_conformal(chosen, X, y, level, seed, cv_folds, groups)
             if do_cv and interval_cv:
-                cov, width = _interval_cv(chosen, X, y, level, seed, cv_folds, groups)
+                cov, width = measure_interval(chosen, X, y, level, seed, cv_folds, groups)
                 layer.interval.update(cv_coverage=cov, cv_width=width)
         return layer
 
@@ -375,11 +229,11 @@ class LastLayer:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise InputError(f"{self._name}: fit on {self.n_features} inputs per crystal; got {X.shape[-1]}")
         level = float(self.interval.get("level", 0.9) if level is None else level)
-        pred = _quiet_predict(self.estimator, X)
+        pred = quiet_predict(self.estimator, X)
         low = high = np.full(len(X), np.nan)
         if self.conformal is not None:
             check_level(level, self.n_train, self._name)
-            conformal = _with_level(self.conformal, level)
+            conformal = with_level(self.conformal, level)
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
                 _, bounds = conformal.predict_interval(X)
@@ -387,7 +241,7 @@ class LastLayer:
         distance = np.full(len(X), np.nan)
         in_domain = np.ones(len(X), dtype=bool)
         if self.domain is not None:
-            distance = _domain_distance(self.domain, X)
+            distance = domain_distance(self.domain, X)
             in_domain = distance <= self.domain["threshold"]
         return Prediction(pred, low, high, distance, in_domain, level)
 
@@ -538,99 +392,6 @@ def _versions() -> dict:
     except Exception:  # pragma: no cover - MAPIE is a requirement
         pass
     return out
-
-
-def check_level(level: float, n_train: int, name: str = "last layer") -> None:
-    """Refuse an interval level CV+ cannot give with ``n_train`` crystals.
-
-    Raises
-    ------
-    InputError
-        Unless 0.5 ≤ level < 1 and 1/(1 − level) < n_train (Barber et al. 2021).
-    """
-    if not (0.5 <= level < 1.0):
-        raise InputError(f"--interval must lie in [0.5, 1), not {level:g}")
-    if 1.0 / (1.0 - level) >= n_train:
-        top = 1.0 - 1.0 / n_train
-        raise InputError(f"{name}: a {level:g} interval needs more than {1 / (1 - level):.0f} training crystals "
-                         f"(it has {n_train}); choose --interval below {top:.3f}")
-
-
-def _fit_conformal(kind: str, X, y, level: float, seed: int, folds: int, groups=None):
-    """CV+ (Barber et al. 2021) with MAPIE: ``folds`` fold models and the absolute residuals."""
-    from mapie.regression import CrossConformalRegressor
-
-    check_level(level, len(y))
-    folds = max(2, min(folds, len(y)))
-    conformal = CrossConformalRegressor(make_estimator(kind, seed, groups), confidence_level=level, method="plus",
-                                        cv=folds, random_state=seed)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        conformal.fit_conformalize(X, y)
-    return conformal
-
-
-def _with_level(conformal, level: float):
-    """The fitted CV+ model giving intervals at ``level`` (a shallow copy; MAPIE 1.x keeps the
-    levels in ``_alphas``, set at construction)."""
-    from mapie.utils import _transform_confidence_level_to_alpha_list
-
-    out = copy.copy(conformal)
-    out._alphas = _transform_confidence_level_to_alpha_list(level)
-    return out
-
-
-def _interval_cv(kind: str, X, y, level: float, seed: int, folds: int,
-                 groups=None) -> tuple[float | None, float | None]:
-    """Coverage and mean width (log10) of the CV+ interval on held-out folds of the training data."""
-    from sklearn.model_selection import KFold
-
-    covered, widths = [], []
-    for train, test in KFold(folds, shuffle=True, random_state=seed + 1).split(X):
-        if 1.0 / (1.0 - level) >= len(train):
-            return None, None
-        conf = _fit_conformal(kind, X[train], y[train], level, seed, folds, groups)
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            _, b = conf.predict_interval(X[test])
-        lo, hi = b[:, 0, 0], b[:, 1, 0]
-        covered.append((y[test] >= lo) & (y[test] <= hi))
-        widths.append(hi - lo)
-    return float(np.mean(np.concatenate(covered))), float(np.mean(np.concatenate(widths)))
-
-
-_DOMAIN_K = 5
-_DOMAIN_QUANTILE = 0.95
-
-
-def _fit_domain(X: np.ndarray) -> dict:
-    """Standardisation, training rows and the distance threshold of the applicability domain.
-
-    The distance of a crystal is its mean Euclidean distance to the ``k`` nearest training
-    crystals in the standardised input space (k = min(5, n − 1)); the threshold is the 95th
-    percentile of that distance over the training crystals, each excluded from its own
-    neighbours (a k-nearest-neighbour applicability domain; I. Sushko et al., J. Chem. Inf.
-    Model. 50, 2094 (2010)).
-    """
-    from sklearn.neighbors import NearestNeighbors
-
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
-    scale[scale == 0] = 1.0
-    Z = (X - mean) / scale
-    k = max(1, min(_DOMAIN_K, len(Z) - 1))
-    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z)
-    own = dist[:, 1:].mean(axis=1)  # the first neighbour is the crystal itself
-    return {"mean": mean, "scale": scale, "X": Z, "k": k,
-            "threshold": float(np.quantile(own, _DOMAIN_QUANTILE)), "quantile": _DOMAIN_QUANTILE}
-
-
-def _domain_distance(domain: dict, X: np.ndarray) -> np.ndarray:
-    from sklearn.neighbors import NearestNeighbors
-
-    Z = (X - domain["mean"]) / domain["scale"]
-    dist, _ = NearestNeighbors(n_neighbors=int(domain["k"])).fit(domain["X"]).kneighbors(Z)
-    return dist.mean(axis=1)
 
 
 def _check_fitted(estimator, path) -> None:

@@ -1,0 +1,179 @@
+"""Last-layer regressors: the estimator of each ``--last-layer-type`` and its cross-validation.
+
+The original tool's last layer (T. Zhu et al., Energy Environ. Sci. 14, 3559 (2021)) is
+a scikit-learn ``MLPRegressor`` on ``crys_fea``; :func:`make_estimator` gives it and the
+types this tool adds (ridge, random forest, an additive Gaussian process), and
+:func:`cv_mae` scores a type by cross-validation inside the training data, as
+``--last-layer-type auto`` does.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
+
+from cgcnn import InputError
+
+__all__ = ["LAST_LAYER_TYPES", "CANDIDATES", "ColumnKernel", "make_estimator", "quiet_fit", "quiet_predict",
+           "repeated_folds", "cv_mae"]
+
+#: Kinds of :func:`make_estimator` and ``auto``.
+LAST_LAYER_TYPES = ("auto", "mlp", "ridge", "rf", "gp")
+#: Kinds ``auto`` chooses from.
+CANDIDATES = ("ridge", "gp", "rf", "mlp")
+
+
+class ColumnKernel(Kernel):
+    """A scikit-learn kernel acting on some columns of the input only.
+
+    ``ColumnKernel(RBF(3.0), (0, 1, 2))`` is an RBF kernel of the first three input
+    columns; sums of such kernels give an additive Gaussian process whose groups of
+    inputs are weighed by the marginal likelihood (Rasmussen & Williams 2006, ch. 4.2;
+    D. K. Duvenaud et al., Additive Gaussian processes, NeurIPS 24 (2011)).
+
+    Parameters
+    ----------
+    kernel : sklearn Kernel
+    columns : tuple of int
+    """
+
+    def __init__(self, kernel=None, columns=()):
+        self.kernel = kernel
+        self.columns = columns
+
+    def get_params(self, deep=True):
+        params = {"kernel": self.kernel, "columns": self.columns}
+        if deep and self.kernel is not None:
+            params.update({f"kernel__{k}": v for k, v in self.kernel.get_params().items()})
+        return params
+
+    @property
+    def hyperparameters(self):
+        return [Hyperparameter(f"kernel__{h.name}", h.value_type, h.bounds, h.n_elements, h.fixed)
+                for h in self.kernel.hyperparameters]
+
+    @property
+    def theta(self):
+        return self.kernel.theta
+
+    @theta.setter
+    def theta(self, theta):
+        self.kernel.theta = theta
+
+    @property
+    def bounds(self):
+        return self.kernel.bounds
+
+    def __call__(self, X, Y=None, eval_gradient=False):
+        cols = list(self.columns)
+        return self.kernel(X[:, cols], None if Y is None else Y[:, cols], eval_gradient=eval_gradient)
+
+    def diag(self, X):
+        return self.kernel.diag(X[:, list(self.columns)])
+
+    def is_stationary(self):
+        return self.kernel.is_stationary()
+
+    def __repr__(self):
+        return f"ColumnKernel({self.kernel!r}, columns {self.columns[0]}..{self.columns[-1]})"
+
+
+def _kernel(groups: tuple[int, int] | None):
+    """The ``gp`` kernel for inputs ``[crys_fea (groups[0] columns), descriptors (groups[1])]``."""
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
+
+    n_crys, n_desc = groups if groups else (0, 0)
+    if not n_desc or not n_crys:
+        return (ConstantKernel(1.0) * RBF(length_scale=10.0, length_scale_bounds=(1e-2, 1e4))
+                + ConstantKernel(0.1) * DotProduct(1.0) + WhiteKernel(0.1))
+    crys = tuple(range(n_crys))
+    desc = tuple(range(n_crys, n_crys + n_desc))
+    return (ConstantKernel(1.0) * ColumnKernel(RBF(10.0, (1e-2, 1e4)), crys)
+            + ConstantKernel(1.0) * ColumnKernel(RBF(3.0, (1e-2, 1e4)), desc)
+            + ConstantKernel(0.1) * ColumnKernel(DotProduct(1.0), desc)
+            + WhiteKernel(0.1))
+
+
+def make_estimator(kind: str = "mlp", seed: int = 0, groups: tuple[int, int] | None = None):
+    """A fresh, unfitted scikit-learn regressor.
+
+    Parameters
+    ----------
+    kind : {"mlp", "ridge", "rf", "gp"}
+        ``mlp``: the original tool's ``MLPRegressor(hidden_layer_sizes=(64,),
+        activation='identity', solver='lbfgs', alpha=0.1, tol=1e-4, max_iter=200)``
+        (Zhu et al. 2021), a linear model in effect, on the raw inputs as the original.
+        ``ridge``: standardised inputs, ``RidgeCV`` with alpha chosen by efficient
+        leave-one-out over 1e-3..1e3.
+        ``rf``: ``RandomForestRegressor(n_estimators=300)``.
+        ``gp``: standardised inputs, ``GaussianProcessRegressor``, targets normalised,
+        hyper-parameters by maximum marginal likelihood (C. E. Rasmussen, C. K. I.
+        Williams, *Gaussian Processes for Machine Learning*, MIT Press (2006)).  Its
+        kernel is additive when the input has descriptors: constant × RBF on the
+        ``crys_fea`` columns + constant × RBF on the descriptor columns + constant ×
+        linear (dot product) on the descriptor columns + white noise, so that the
+        likelihood weighs the learnt features against the physical ones and Slack's
+        power law (linear in the log descriptors) is in the model; on ``crys_fea``
+        alone, constant × RBF + constant × linear + white noise.
+    seed : int
+        ``random_state`` of the estimator.
+    groups : (int, int), optional
+        Columns of ``crys_fea`` and of descriptors, in that order, for ``gp``.
+
+    Raises
+    ------
+    InputError
+        For an unknown ``kind``.
+    """
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.linear_model import RidgeCV
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "mlp":
+        return MLPRegressor(hidden_layer_sizes=(64,), activation="identity", solver="lbfgs", alpha=0.1,
+                            tol=1e-4, max_iter=200, random_state=seed)
+    if kind == "ridge":
+        return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 25)))
+    if kind == "rf":
+        return RandomForestRegressor(n_estimators=300, random_state=seed, n_jobs=1)
+    if kind == "gp":
+        return make_pipeline(StandardScaler(),
+                             GaussianProcessRegressor(_kernel(groups), normalize_y=True, random_state=seed))
+    raise InputError(f"unknown last layer type {kind!r}; choose one of {', '.join(LAST_LAYER_TYPES)}")
+
+
+def quiet_fit(estimator, X, y):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # lbfgs and GP optimiser convergence notes
+        return estimator.fit(X, y)
+
+
+def quiet_predict(estimator, X):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return np.asarray(estimator.predict(X), dtype=np.float64)
+
+
+def repeated_folds(n: int, folds: int, repeats: int, seed: int):
+    from sklearn.model_selection import RepeatedKFold
+
+    return list(RepeatedKFold(n_splits=folds, n_repeats=repeats, random_state=seed).split(np.zeros(n)))
+
+
+def cv_mae(kind: str, X: np.ndarray, y: np.ndarray, splits, seed: int = 0, groups=None) -> float:
+    """Mean absolute error of ``kind`` over ``splits`` (a list of (train, test) index pairs),
+    the errors of all test rows pooled (log10 κ_L)."""
+    from sklearn.metrics import mean_absolute_error
+
+    errs_true, errs_pred = [], []
+    for train, test in splits:
+        est = quiet_fit(make_estimator(kind, seed, groups), X[train], y[train])
+        errs_true.append(y[test])
+        errs_pred.append(quiet_predict(est, X[test]))
+    return float(mean_absolute_error(np.concatenate(errs_true), np.concatenate(errs_pred)))
+
