@@ -1,4 +1,5 @@
-"""Tests for cgcnn/data.py: graphs, data folders, atom features, batching, caches."""
+"""Tests for cgcnn/data.py and the modules it re-exports (graph, folder, graphcache, dataset): graphs, data
+folders, atom features, batching, caches."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
 import cgcnn.data
+import cgcnn.dataset
 from cgcnn import InputError
 from cgcnn.data import (
     CIFData,
@@ -278,7 +280,7 @@ def test_disk_cache_identical_and_used(cif_folder, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("graph rebuilt although cached on disk")
 
-    monkeypatch.setattr(cgcnn.data, "build_graph", fail)
+    monkeypatch.setattr(cgcnn.dataset, "build_graph", fail)  # the names CIFData.graph calls
     monkeypatch.setattr(cgcnn.data, "read_structure", fail)
     second = CIFData(cif_folder, cache_dir=cache)
     for i in range(len(second)):
