@@ -1,4 +1,4 @@
-"""The fast CIF path of cgcnn/cif.py gives pymatgen's Structure, and so the same graph.
+"""The fast CIF path (cgcnn/cif_fast.py, through cgcnn/cif.py) gives pymatgen's Structure, and so the same graph.
 
 Compared with ``Structure.from_file`` (pymatgen's ``CifParser``): lattice, species,
 fractional coordinates (exactly), labels and site order, then the graphs
