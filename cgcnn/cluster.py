@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,22 +40,28 @@ def _dask_screen_chunk(spec: dict, index: int, crystals: list[CrystalText]) -> S
 
 
 def _screener_from_spec(spec: dict) -> Screener:
+    """The Screener of ``spec`` (:func:`_dask_spec`): its model files written to a temporary folder,
+    loaded, and the folder removed (the models keep their paths for messages only)."""
     from cgcnn.lastlayer import LastLayer
     from cgcnn.source import SourceModel
     from cgcnn.transfer import load_property_models
 
     folder = Path(tempfile.mkdtemp(prefix="cgcnn-screen-"))
-    paths = {}
-    for name, data in spec["files"].items():
-        sub = folder / str(len(paths))
-        sub.mkdir()
-        (sub / name.split("/", 1)[1]).write_bytes(data)
-        paths[name] = sub / name.split("/", 1)[1]
-    device = spec["device"]
-    kwargs = {"device": device} if device else {}
-    layer = LastLayer.load(paths[spec["layer"]], trust_pickle=spec["trust_pickle"]) if spec["layer"] else None
-    sources = [SourceModel.load(paths[k], require_regression=layer is not None, **kwargs) for k in spec["sources"]]
-    props = load_property_models([paths[k] for k in spec["props"]], device=device) if spec["props"] else None
+    try:
+        paths = {}
+        for name, data in spec["files"].items():
+            sub = folder / str(len(paths))
+            sub.mkdir()
+            (sub / name.split("/", 1)[1]).write_bytes(data)
+            paths[name] = sub / name.split("/", 1)[1]
+        device = spec["device"]
+        kwargs = {"device": device} if device else {}
+        layer = LastLayer.load(paths[spec["layer"]], trust_pickle=spec["trust_pickle"]) if spec["layer"] else None
+        sources = [SourceModel.load(paths[k], require_regression=layer is not None, **kwargs)
+                   for k in spec["sources"]]
+        props = load_property_models([paths[k] for k in spec["props"]], device=device) if spec["props"] else None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # everything is in memory now
     return Screener(sources, props, spec["descriptors"], layer, spec["tables"], spec["table_sources"],
                     spec["settings"])
 

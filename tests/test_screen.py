@@ -232,6 +232,43 @@ def test_dask_local_same_results(fitted, tmp_path):
     assert os.listdir(out) == []
 
 
+def test_dask_worker_removes_its_model_copies(fitted, tmp_path, monkeypatch):
+    """A Dask worker writes the models it is sent to a temporary folder, loads them and removes the
+    folder (also when a model fails to load); the models it loaded screen as the client's do."""
+    import tempfile
+
+    from cgcnn import InputError
+    from cgcnn.archive import open_input
+    from cgcnn.cluster import _dask_spec, _screener_from_spec
+    from cgcnn.lastlayer import LastLayer
+    from cgcnn.screen import Screener, ScreenSettings, atom_tables
+    from cgcnn.source import SourceModel
+    from cgcnn.transfer import default_property_models, load_property_models
+
+    layer_path = fitted / "last_layer.sav"
+    sources = [SourceModel.load(MODEL, require_regression=True, device="cpu")]
+    props = load_property_models(default_property_models(MODEL), device="cpu")
+    data = open_input(fitted / "data")
+    tables, table_sources = atom_tables(sources + list(props.values()), data)
+    settings = ScreenSettings(batch_size=2, chunk_size=4, workers=0, progress=False)
+    screener = Screener(sources, props, "slack", LastLayer.load(layer_path), tables, table_sources, settings)
+    spec = _dask_spec(screener, layer_path, False, "cpu")
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    worker = _screener_from_spec(spec)
+    assert os.listdir(temp) == []
+    index, crystals = next(data.chunks(4))
+    want, got = (s.finish(index, crystals, s.prepare(crystals)) for s in (screener, worker))
+    assert (got.results, got.test, got.stats) == (want.results, want.test, want.stats)
+
+    broken = {**spec, "files": {**spec["files"], spec["layer"]: b"not a last layer"}}
+    with pytest.raises(InputError):
+        _screener_from_spec(broken)
+    assert os.listdir(temp) == []
+
+
 def test_chunk_size_must_be_a_multiple(fitted, tmp_path):
     proc = run("--train", 0, MODEL, fitted / "data", "--last-layer", fitted / "last_layer.sav", "-b", "3",
                "--chunk-size", "4", cwd=tmp_path, check=False)
