@@ -42,6 +42,7 @@ __all__ = [
     "gruneisen_from_poisson",
     "slack_kappa",
     "slack_descriptors",
+    "structure_type",
 ]
 
 #: Names and units of the columns of :func:`structure_descriptors`.
@@ -80,6 +81,36 @@ def _primitive_sites(structure, symprec: float = 0.01) -> int:
     except Exception:  # spglib gives up on some cells: keep the given one
         primitive = None
     return len(primitive) if primitive is not None and len(primitive) > 0 else len(structure)
+
+
+def structure_type(structure, symprec: float = 0.01) -> str:
+    """A structure-type label: space group number, atoms in the primitive cell and occupied
+    Wyckoff letters, e.g. ``225-2-ab`` (rock salt), ``216-2-ac`` (zincblende), ``186-4-b``
+    (wurtzite), ``225-3-ac`` (fluorite and antifluorite).
+
+    Crystals of one structure prototype share the label (it is the space-group and Wyckoff
+    part of an AFLOW prototype label: D. Hicks et al., Comput. Mater. Sci. 161, S1 (2019)),
+    so grouping by it keeps a prototype on one side of a split.  spglib through pymatgen;
+    ``P1-<sites>`` when spglib fails.
+
+    Parameters
+    ----------
+    structure : pymatgen ``Structure``
+    symprec : float
+        spglib's distance tolerance, Å.
+    """
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            analyzer = SpacegroupAnalyzer(structure, symprec=symprec)
+            data = analyzer.get_symmetry_dataset()
+            primitive = analyzer.find_primitive()
+        letters = "".join(sorted(set(data.wyckoffs)))
+        return f"{data.number}-{len(primitive)}-{letters}"
+    except Exception:  # spglib gives up on some cells
+        return f"P1-{len(structure)}"
 
 
 def structure_descriptors(structures: Sequence) -> np.ndarray:

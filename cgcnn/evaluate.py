@@ -12,7 +12,10 @@ data folder of log10 κ_L targets (measured or computed).  Protocols:
 - ``--group-by COLUMN``: a grouped K-fold (``sklearn.model_selection.GroupKFold``) on a
   column of a table of the crystals (by default ``CIFPATH/compounds.csv``, e.g. the
   structure ``prototype``), so that every test crystal's group is absent from its
-  training part: how well a fit carries to chemistries or structures it has not seen.
+  training part: how well a fit carries to chemistries or structures it has not seen;
+  ``--group-by structure_type`` needs no table: it groups by
+  :func:`cgcnn.descriptors.structure_type` (space group, atoms in the primitive cell,
+  Wyckoff letters) computed from the CIFs.
 
 The last-layer inputs (:func:`cgcnn.transfer.compute_features`: ``crys_fea`` of the
 source models and, by ``--descriptors``, physical descriptors) are computed once; each
@@ -55,8 +58,8 @@ from cgcnn import InputError
 from cgcnn.cli import add_graph_options, add_quiet_option, check_counts, run_main
 from cgcnn.report import BASELINES, METRICS, best_method, format_table, parity_figure, write_report
 
-__all__ = ["BASELINES", "METHODS", "Split", "make_splits", "make_group_splits", "read_groups", "metrics",
-           "split_metrics", "summarize", "evaluate", "best_method", "format_table", "parity_figure", "main"]
+__all__ = ["BASELINES", "METHODS", "Split", "make_splits", "make_group_splits", "read_groups", "structure_types",
+           "metrics", "split_metrics", "summarize", "evaluate", "best_method", "format_table", "parity_figure", "main"]
 
 #: Last-layer methods evaluated by default (on all inputs), after ``constant``, ``source`` and ``original``.
 METHODS = ("auto", "gp", "ridge", "rf", "mlp")
@@ -223,6 +226,20 @@ def read_groups(table, column: str, ids: Sequence[str]) -> np.ndarray:
     if missing:
         raise InputError(f"{table}: no row for {len(missing)} crystal(s) of the folder, e.g. {missing[0]!r}")
     return np.asarray([lookup[i] for i in ids], dtype=object)
+
+
+def structure_types(folder, ids: Sequence[str]) -> np.ndarray:
+    """:func:`cgcnn.descriptors.structure_type` of every crystal ``<folder>/<cif_id>.cif`` of ``ids``.
+
+    Raises
+    ------
+    InputError
+        For an unreadable CIF (as :func:`cgcnn.data.read_structure`).
+    """
+    from cgcnn.data import cif_file, read_structure
+    from cgcnn.descriptors import structure_type
+
+    return np.asarray([structure_type(read_structure(cif_file(folder, i))) for i in ids], dtype=object)
 
 
 def summarize(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -449,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-fraction", default=0.8, type=float, help="training part of each random split")
     p.add_argument("--kfold", default=None, type=int, metavar="K", help="K-fold cross-validation instead")
     p.add_argument("--group-by", default=None, metavar="COLUMN",
-                   help="grouped cross-validation on this column of --groups-file (e.g. prototype)")
+                   help="grouped cross-validation on this column of --groups-file (e.g. prototype); "
+                        "structure_type: by space group, primitive-cell size and Wyckoff letters, from the CIFs")
     p.add_argument("--groups-file", default=None, metavar="CSV",
                    help="table with cif_id and the --group-by column (default CIFPATH/compounds.csv)")
     p.add_argument("--group-folds", default=5, type=int, help="folds of the grouped cross-validation")
@@ -506,8 +524,11 @@ def main(argv: list[str] | None = None) -> int:
         from cgcnn.data import read_id_prop
 
         ids, _ = read_id_prop(args.cifpath)
-        table_path = args.groups_file or Path(args.cifpath) / "compounds.csv"
-        groups = read_groups(table_path, args.group_by, ids)
+        if args.group_by == "structure_type" and not args.groups_file:
+            groups = structure_types(args.cifpath, ids)
+        else:
+            table_path = args.groups_file or Path(args.cifpath) / "compounds.csv"
+            groups = read_groups(table_path, args.group_by, ids)
     table, predictions = evaluate(
         sources, args.cifpath, splits=args.splits, train_fraction=args.train_fraction, kfold=args.kfold,
         groups=groups, group_folds=args.group_folds, group_name=args.group_by or "group",

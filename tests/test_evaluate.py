@@ -255,3 +255,22 @@ def test_intervals_are_scored_on_held_out_crystals(cli_run):
         assert table.loc[method, "coverage"] == pytest.approx(covered)
         assert table.loc[method, "width"] > 0
     assert np.isnan(table.loc["constant", "coverage"])
+
+
+def test_structure_types_of_the_sample_match_its_prototypes():
+    """--group-by structure_type: the labels computed from the CIFs of data/sample partition it as
+    the prototype column of its compounds.csv does (fluorite and antifluorite are one structure type)."""
+    from cgcnn.evaluate import structure_types
+
+    table = pd.read_csv(REPO / "data" / "sample" / "compounds.csv")
+    table = table[table["cif_id"].isin(["NaCl", "KBr", "GaAs", "ZnS", "GaN", "CaF2", "Mg2Si", "Si", "C"])]
+    labels = structure_types(REPO / "data" / "sample", list(table["cif_id"]))
+    by_label = dict(zip(table["cif_id"], labels))
+    assert by_label["NaCl"] == by_label["KBr"] == "225-2-ab"
+    assert by_label["GaAs"] == by_label["ZnS"] == "216-2-ac"
+    assert by_label["GaN"] == "186-4-b" and by_label["Si"] == by_label["C"] == "227-2-a"
+    assert by_label["CaF2"] == by_label["Mg2Si"] == "225-3-ac"
+    proto = table["prototype"].replace({"antifluorite": "fluorite"}).tolist()
+    same_label = [[a == b for b in labels] for a in labels]
+    same_proto = [[a == b for b in proto] for a in proto]
+    assert same_label == same_proto
