@@ -109,13 +109,9 @@ def _property_paths(args, first_source: str) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import pandas as pd
-
-    from cgcnn.data import check_log10_kappa
-    from cgcnn.files import OutputSet
+    # the last layer (scikit-learn, skops) before torch and pandas: skops's import looks its
+    # default types up in every module loaded, so it costs less with fewer (--train 0)
     from cgcnn.lastlayer import LastLayer, check_level
-    from cgcnn.source import SourceModel
-    from cgcnn.transfer import compute_features, inputs_record, load_property_models
 
     check_counts(args, non_negative=("workers",))
     if args.cv_folds < 0:
@@ -147,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         prop_paths = [Path(paths[0]).parent / s["name"] for s in layer.inputs["property_models"]]
     if args.train == 0:
         return _screen(args, paths, layer, descriptors, prop_paths, device)
+    import pandas as pd
+
+    from cgcnn.data import check_log10_kappa
+    from cgcnn.files import OutputSet
+    from cgcnn.source import SourceModel
+    from cgcnn.transfer import compute_features, inputs_record, load_property_models
+
     for option in ("resume", "dask", "chunk_size"):
         if getattr(args, option):
             raise InputError(f"--{option.replace('_', '-')} applies to --train 0 (screening) only")
@@ -221,7 +224,7 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     from cgcnn.archive import open_input
     from cgcnn.files import OutputSet
     from cgcnn.screen import Screener, ScreenSettings, atom_tables, screen
-    from cgcnn.source import SourceModel
+    from cgcnn.source import SourceModel, network_threads
     from cgcnn.transfer import load_property_models
 
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
@@ -248,8 +251,11 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     tables, table_sources = atom_tables(models, data, args.atom_init)
     screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings)
     layer.check_inputs(screener.record())
-    summary = screen(screener, data, outs, results, Path(args.test_results), skipped, Path(args.last_layer),
-                     trust_pickle=args.trust_pickle, device=device, log=log)
+    # the networks run here while the pool builds the next chunk's graphs (not with --dask)
+    pool = 0 if args.dask or sources[0].device.type != "cpu" else args.workers
+    with network_threads(pool):
+        summary = screen(screener, data, outs, results, Path(args.test_results), skipped, Path(args.last_layer),
+                         trust_pickle=args.trust_pickle, device=device, log=log)
     n = summary.n
     print(f"predicted log10 κ_L of {n} crystals -> {args.results} (kappa columns in W m-1 K-1)")
     if summary.with_interval:

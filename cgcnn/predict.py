@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
     from cgcnn.archive import open_input  # the engine imports numpy and torch: not at import (--help stays fast)
     from cgcnn.screen import Screener, ScreenSettings, atom_tables, screen
-    from cgcnn.source import SourceModel
+    from cgcnn.source import SourceModel, network_threads
 
     settings = ScreenSettings(batch_size=args.batch_size, chunk_size=args.chunk_size, on_error=args.on_error,
                               resume=args.resume, dask=args.dask, workers=args.workers, progress=not args.quiet,
@@ -138,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     model = SourceModel.load(args.modelpath, device=device)
     tables, sources = atom_tables([model], data, args.atom_init)
     screener = Screener([model], None, "none", None, tables, sources, settings)
-    summary = screen(screener, data, outs, out, None, skipped, None, device=device,
-                     log=(lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    pool = 0 if args.dask or model.device.type != "cpu" else args.workers  # builds graphs beside the network
+    with network_threads(pool):
+        summary = screen(screener, data, outs, out, None, skipped, None, device=device, log=log)
     if summary.n_targets:
         print(f"MAE {summary.mae:.4f} over {summary.n_targets} crystals")
     print(f"{summary.n} predictions written to {out}")

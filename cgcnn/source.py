@@ -8,6 +8,7 @@ J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018)).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,18 +16,44 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cgcnn import InputError
+from cgcnn import InputError, available_cores
 from cgcnn.checkpoint import ModelInfo, Normalizer, load_checkpoint, normalizer_from_checkpoint
 from cgcnn.data import CIFData, GraphParams, atom_init_digest, build_graphs, collate_pool
 from cgcnn.files import file_sha256
 from cgcnn.model import CrystalGraphConvNet
 
-__all__ = ["SourceModel", "choose_atom_init", "default_device"]
+__all__ = ["SourceModel", "choose_atom_init", "default_device", "network_threads"]
 
 
 def default_device() -> torch.device:
     """``cuda`` when torch sees a GPU, else ``cpu``: where :class:`SourceModel` runs by default."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def network_threads(workers: int | None):
+    """torch's threads in this process while ``workers`` graph-building processes share the cores.
+
+    The network runs on the cores the pool leaves free, at least one:
+    ``max(1, cores - workers)`` threads (never more than torch had), restored on exit;
+    ``workers`` None means all cores (:func:`cgcnn.available_cores`), as for the pool.
+    With more threads than free cores, torch's threads wait on each other at every
+    operation while the pool holds the cores, and the network takes two to three times
+    the CPU time.  The network's outputs are the same bit for bit with one thread or
+    several (torch splits these operations by output rows), as ``workers`` never changes
+    them.  Without workers (0) nothing changes.
+    """
+    workers = available_cores() if workers is None else workers
+    before = torch.get_num_threads()
+    threads = max(1, min(before, available_cores() - workers))
+    if workers < 1 or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def choose_atom_init(root: str | os.PathLike, atom_init, stored: dict | None):
@@ -271,8 +298,9 @@ class SourceModel:
         graphs = build_graphs(data, workers=workers, ahead=max(1024, 2 * batch_size))
         feas, preds = [], []
         try:
-            with tqdm(total=n, desc="crystal graphs", unit="crystal", disable=None if progress else True,
-                      leave=False) as bar:
+            with network_threads(workers if device.type == "cpu" else 0), \
+                    tqdm(total=n, desc="crystal graphs", unit="crystal", disable=None if progress else True,
+                         leave=False) as bar:
                 for start in range(0, n, batch_size):
                     rows = range(start, min(start + batch_size, n))
                     for _ in rows:  # the batch's graphs, built in the pool, now in data's cache
