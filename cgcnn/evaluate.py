@@ -27,7 +27,7 @@ Methods:
 - ``source``: the first source model's own prediction (no transfer);
 - ``original``: the original tool's last layer (linear MLP) on the first source model's
   ``crys_fea`` alone;
-- ``auto``, ``gp``, ``ridge``, ``rf``, ``mlp``: last layers on all the inputs;
+- ``auto``, ``gp``, ``ensemble``, ``ridge``, ``rf``, ``mlp``: last layers on all the inputs;
 - ``finetune`` (``--finetune EPOCHS``): the first source network itself trained
   further on the training part (embedding frozen, Adam, early stopping on 10 %
   of the training part), ParAIsite's staged fine-tuning; where, on those 10 %, it does
@@ -62,7 +62,7 @@ __all__ = ["BASELINES", "METHODS", "Split", "make_splits", "make_group_splits", 
            "metrics", "split_metrics", "summarize", "evaluate", "best_method", "format_table", "parity_figure", "main"]
 
 #: Last-layer methods evaluated by default (on all inputs), after ``constant``, ``source`` and ``original``.
-METHODS = ("auto", "gp", "ridge", "rf", "mlp")
+METHODS = ("auto", "gp", "ensemble", "ridge", "rf", "mlp")
 
 
 @dataclasses.dataclass
@@ -472,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table with cif_id and the --group-by column (default CIFPATH/compounds.csv)")
     p.add_argument("--group-folds", default=5, type=int, help="folds of the grouped cross-validation")
     p.add_argument("--last-layers", default=",".join(METHODS),
-                   help="comma-separated last layers fit on all inputs (of auto, gp, ridge, rf, mlp)")
+                   help="comma-separated last layers fit on all inputs (of auto, gp, ensemble, ridge, rf, mlp)")
     p.add_argument("--descriptors", default=None, choices=("none", "structure", "slack"),
                    help="inputs beside crys_fea, as in transfer_learning_kappa.py (default slack, or structure "
                         "when no property models are found beside MODELPATH)")

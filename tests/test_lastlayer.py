@@ -223,3 +223,19 @@ def test_other_atom_table_or_descriptors_refused():
         layer.check_inputs({**record, "descriptors": "structure"})
     with pytest.raises(InputError, match="other source model"):
         layer.check_inputs({**record, "sources": [{"name": "m.pth.tar", "sha256": "b"}]})
+
+
+def test_ensemble_is_the_mean_of_the_additive_and_the_whole_input_gp(tmp_path):
+    X, y = linear_data(40, seed=4)
+    layer = LastLayer.fit(X, y, "ensemble", seed=0, cv_folds=3, groups=(4, 2), interval_cv=False)
+    est = layer.estimator
+    parts = [est.named_estimators_["additive_gp"], est.named_estimators_["gp"]]
+    np.testing.assert_allclose(layer.predict(X).prediction, np.mean([p.predict(X) for p in parts], axis=0))
+    kernels = [repr(p[-1].kernel_) for p in parts]
+    assert "ColumnKernel" in kernels[0] and "ColumnKernel" not in kernels[1]
+    layer.save(tmp_path / "last_layer.sav")
+    back = LastLayer.load(tmp_path / "last_layer.sav")
+    np.testing.assert_array_equal(back.predict(X).prediction, layer.predict(X).prediction)
+    # without descriptors both would be the same model: ensemble is the gp
+    alone = make_estimator("ensemble", 0, None)
+    assert type(alone).__name__ == "Pipeline"
