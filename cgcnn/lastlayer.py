@@ -28,8 +28,6 @@ original tool's ``last_layer.sav``) loads only with ``trust_pickle=True``.
 
 from __future__ import annotations
 
-import io
-import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,15 +48,13 @@ from cgcnn.estimators import (  # noqa: F401
 )
 from cgcnn.intervals import check_level, domain_distance, fit_conformal, fit_domain, with_level
 from cgcnn.intervals import interval_cv as measure_interval
+from cgcnn.layerfile import check_fitted, load_pickle, load_skops
 
 __all__ = ["LAST_LAYER_TYPES", "CANDIDATES", "ColumnKernel", "make_estimator", "LastLayer", "Prediction", "check_level"]
 
 TARGET = "log10 kappa_L"  # log10 of κ_L in W m⁻¹ K⁻¹
 FORMAT = "cgcnn-kappa last layer 2"
 FORMAT_V1 = "cgcnn-kappa last layer 1"
-#: Modules whose types a last-layer file may hold.
-_TRUSTED_MODULES = ("sklearn.", "mapie.", "numpy.", "scipy.", "cgcnn.lastlayer.ColumnKernel",
-                    "cgcnn.estimators.ColumnKernel")
 _MIN_INTERVAL_SAMPLES = 10
 
 
@@ -307,9 +303,9 @@ class LastLayer:
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror})") from None
         if raw[:2] == b"PK":
-            record = _load_skops(path, raw)
+            record = load_skops(path, raw)
         else:
-            record = _load_pickle(path, raw, trust_pickle)
+            record = load_pickle(path, raw, trust_pickle)
         if not isinstance(record, dict):
             if not hasattr(record, "predict"):
                 raise InputError(f"{path}: not a last layer (no predict method)")
@@ -317,7 +313,7 @@ class LastLayer:
                           "--trust-pickle; its source model cannot be checked", stacklevel=2)
             layer = cls(estimator=record, kind=type(record).__name__, requested=type(record).__name__,
                         n_features=int(getattr(record, "n_features_in_", 0)), path=path)
-            _check_fitted(layer.estimator, path)
+            check_fitted(layer.estimator, path)
             return layer
         fmt = record.get("format")
         if fmt == FORMAT_V1 and "estimator" in record:
@@ -335,7 +331,7 @@ class LastLayer:
             layer = cls(**fields, path=path)
         else:
             raise InputError(f"{path}: not a last layer written by this tool")
-        _check_fitted(layer.estimator, path)
+        check_fitted(layer.estimator, path)
         return layer
 
     def check_inputs(self, inputs: dict) -> None:
@@ -394,112 +390,3 @@ def _versions() -> dict:
     except Exception:  # pragma: no cover - MAPIE is a requirement
         pass
     return out
-
-
-def _check_fitted(estimator, path) -> None:
-    from sklearn.exceptions import NotFittedError
-    from sklearn.utils.validation import check_is_fitted
-
-    if not hasattr(estimator, "predict"):
-        raise InputError(f"{path}: the stored estimator has no predict method")
-    try:
-        check_is_fitted(estimator)
-    except (NotFittedError, TypeError):
-        raise InputError(f"{path}: the stored estimator is not fitted (refit with --train 1)") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
-def _skops_io():
-    """``skops.io``, imported here, where it is first needed, without its one avoidable cost.
-
-    On import, skops lists the types it trusts by default; for scikit-learn's estimators it
-    calls ``sklearn.utils.all_estimators()``, which imports every module of scikit-learn (and
-    with them pytest and dask): most of a second, longer than the rest of a ``--train 0``
-    start-up after torch.  :func:`_load_skops` does not need that list: it admits every type
-    of :data:`_TRUSTED_MODULES` (all of ``sklearn.*`` among them) whether skops trusts it by
-    default or lists it as untrusted, so the same files load, with the same types, either
-    way.  skops is therefore imported with ``all_estimators`` answering an empty list; its
-    default trust in this process is then narrower (scikit-learn estimators need an explicit
-    ``trusted=``), never wider.  Nothing is changed when skops is already imported.
-    """
-    import sys
-
-    if "skops.io" in sys.modules:
-        return sys.modules["skops.io"]
-    import sklearn.utils
-    import sklearn.utils.discovery
-
-    holders = [m for m in (sklearn.utils, sklearn.utils.discovery) if hasattr(m, "all_estimators")]
-    real = [m.all_estimators for m in holders]
-    try:
-        for m in holders:
-            m.all_estimators = lambda *args, **kwargs: []
-        import skops.io
-    finally:
-        for m, f in zip(holders, real):
-            m.all_estimators = f
-    return skops.io
-
-
-def _load_skops(path: Path, raw: bytes) -> Any:
-    sio = _skops_io()
-
-    try:
-        untrusted = sio.get_untrusted_types(data=raw)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
-    foreign = [t for t in untrusted if not t.startswith(_TRUSTED_MODULES)]
-    if foreign:
-        raise InputError(f"{path}: holds types this tool does not write ({', '.join(foreign[:3])}); refused")
-    try:
-        return sio.loads(raw, trusted=untrusted)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
-
-
-_SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "slice", "complex", "float", "int", "bool",
-                  "str", "bytes", "bytearray", "getattr"}
-
-
-def _restricted_unpickler(trust: bool):
-    from joblib.numpy_pickle import NumpyUnpickler
-
-    class Restricted(NumpyUnpickler):
-        """joblib's unpickler admitting only scikit-learn, NumPy and SciPy classes (and plain builtins)."""
-
-        def find_class(self, module, name):
-            if trust:
-                return super().find_class(module, name)
-            ok = (module.startswith(("sklearn.", "numpy", "scipy.", "joblib.numpy_pickle"))
-                  or (module == "builtins" and name in _SAFE_BUILTINS and name != "getattr")
-                  or (module == "copyreg" and name == "_reconstructor")
-                  or (module == "collections" and name == "OrderedDict")
-                  or (module == "torch.torch_version" and name == "TorchVersion"))  # a str: version 1's record
-            if not ok:
-                raise pickle.UnpicklingError(f"refused type {module}.{name}")
-            return super().find_class(module, name)
-
-    return Restricted
-
-
-def _load_pickle(path: Path, raw: bytes, trust: bool) -> Any:
-    unpickler = _restricted_unpickler(trust)
-    try:
-        with io.BytesIO(raw) as f:
-            record = unpickler(str(path), f, ensure_native_byte_order=True).load()
-    except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        if msg.startswith("refused type"):
-            raise InputError(f"{path}: a pickle holding a type this tool does not write ({msg[13:]}); "
-                             "refused (pass --trust-pickle only for a file you trust)") from None
-        raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
-    except Exception as exc:  # pickle raises many types on bad files
-        raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
-    if not isinstance(record, dict) and not trust:
-        raise InputError(f"{path}: a bare pickled estimator (the original tool's format); it cannot be checked "
-                         "and a pickle can run code: pass --trust-pickle to use it anyway")
-    return record
