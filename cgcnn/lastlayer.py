@@ -185,7 +185,7 @@ class LastLayer:
             if do_cv:
                 for cand in CANDIDATES:
                     table[cand] = cv_mae(cand, X, y, splits, seed, groups)
-                    log(f"  {cand:6s} {cv_folds}-fold x {cv_repeats} cross-validated MAE {table[cand]:.3f}")
+                    log(f"  {cand:8s} {cv_folds}-fold x {cv_repeats} cross-validated MAE {table[cand]:.3f}")
                 chosen = min(table, key=table.get)
             else:
                 chosen = "ridge"
