@@ -28,7 +28,7 @@ import torch
 from cgcnn import InputError
 from cgcnn.archive import CrystalText, read_structure_text
 from cgcnn.folder import _atom_table_from_dict
-from cgcnn.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count
+from cgcnn.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count, graph_to_follow
 from cgcnn.graphcache import CACHE_SUFFIX, read_cached_graph, write_cached_graph
 
 # --------------------------------------------------------------------------------------------------
@@ -82,7 +82,8 @@ def _prepare_quietly(spec: _PrepSpec, crystal: CrystalText) -> _Prepared:
                 graph = read_cached_graph(disk, key, params.max_num_nbr)
             if graph is None:
                 if structure is None:
-                    structure = read_structure_text(crystal.data, crystal.source, spec.max_sites)
+                    with graph_to_follow(params.radius):  # one neighbour search for the check and the graph
+                        structure = read_structure_text(crystal.data, crystal.source, spec.max_sites)
                 check_neighbour_count(structure, params.radius, crystal.source)
                 graph = build_graph(structure, params, name=crystal.cif_id)
                 if disk is not None:

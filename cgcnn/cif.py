@@ -35,6 +35,7 @@ import numpy as np
 
 from cgcnn import InputError
 from cgcnn.cif_fast import _gemmi_doc, _number, parse_cif_fast
+from cgcnn.graph import _GRAPH_RADIUS, MAX_NEIGHBOURS, neighbour_list
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -192,7 +193,10 @@ def check_geometry(structure: Structure, source: str | Path) -> None:
     The closest pair is searched within ``min(MIN_DISTANCE, d)``, where ``d =
     (sqrt(2) V / N)^(1/3)`` bounds the shortest distance of N atoms in volume V
     (densest sphere packing), so that the search stays small even for a cell a
-    thousand times too small.
+    thousand times too small.  Inside :func:`cgcnn.graph.graph_to_follow` (the structure is
+    read for a graph), the graph's neighbour list is searched instead, when the density allows
+    it, and kept for :func:`cgcnn.graph.build_graph`; a pair closer than :data:`MIN_DISTANCE`
+    found there is reported by the search above, so the same error comes out either way.
 
     Parameters
     ----------
@@ -217,6 +221,13 @@ def check_geometry(structure: Structure, source: str | Path) -> None:
     n = len(structure)
     if n == 0:
         return
+    graph_radius = _GRAPH_RADIUS.get()
+    if graph_radius is not None and n / volume * 4 / 3 * math.pi * graph_radius**3 <= MAX_NEIGHBOURS:
+        # the graph's own neighbour list (kept for build_graph): no pair closer than MIN_DISTANCE, done;
+        # otherwise the search below finds the closest pair as it always has
+        dists = neighbour_list(structure, graph_radius, keep=True)[3]
+        if not len(dists) or dists.min() >= MIN_DISTANCE:
+            return
     bound = (math.sqrt(2) * volume / n) ** (1 / 3)
     radius = min(MIN_DISTANCE, bound * (1 + 1e-6))
     cart = np.ascontiguousarray(structure.cart_coords, dtype=float)

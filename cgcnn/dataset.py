@@ -22,7 +22,7 @@ import torch
 
 from cgcnn import InputError
 from cgcnn.folder import _atom_table_from_dict, cif_file, load_atom_init, read_id_prop
-from cgcnn.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count
+from cgcnn.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count, graph_to_follow
 from cgcnn.graphcache import CACHE_SUFFIX, _cache_folder, read_cached_graph, write_cached_graph
 
 __all__ = ["CIFData", "collate_pool", "build_graphs"]
@@ -164,7 +164,8 @@ class CIFData(torch.utils.data.Dataset):
         if graph is None:
             from cgcnn.data import read_structure  # imported here: cgcnn.data re-exports this module
 
-            structure = read_structure(path, self.max_sites)
+            with graph_to_follow(self.params.radius):  # one neighbour search for the check and the graph
+                structure = read_structure(path, self.max_sites)
             check_neighbour_count(structure, self.params.radius, path)
             graph = build_graph(structure, self.params, name=self.ids[idx])
             if disk is not None:

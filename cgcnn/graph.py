@@ -13,6 +13,8 @@ the Gaussian expansion is applied when a dataset item is read (:mod:`cgcnn.datas
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 import warnings
@@ -26,7 +28,8 @@ from cgcnn import InputError
 if TYPE_CHECKING:  # pymatgen is imported only when a CIF is parsed (cached graphs need none)
     from pymatgen.core import Structure
 
-__all__ = ["GraphParams", "GaussianDistance", "Graph", "MAX_NEIGHBOURS", "check_neighbour_count", "build_graph"]
+__all__ = ["GraphParams", "GaussianDistance", "Graph", "MAX_NEIGHBOURS", "check_neighbour_count", "build_graph",
+           "graph_to_follow", "neighbour_list"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,41 @@ class Graph:
                    arr[:, 1 + m:].astype(np.int64))
 
 
+_GRAPH_RADIUS: contextvars.ContextVar = contextvars.ContextVar("cgcnn_graph_radius", default=None)
+_KEPT = "_cgcnn_neighbours"  # attribute of a Structure holding its kept neighbour list
+
+
+@contextlib.contextmanager
+def graph_to_follow(radius: float):
+    """Within the block, a structure read (and checked by :func:`cgcnn.cif.check_geometry`) is
+    about to be made into a graph of this radius: the neighbour search of the geometry check is
+    done at ``radius`` and kept on the structure for :func:`build_graph` (one search, not two)."""
+    token = _GRAPH_RADIUS.set(float(radius))
+    try:
+        yield
+    finally:
+        _GRAPH_RADIUS.reset(token)
+
+
+def _fingerprint(structure: Structure) -> tuple:
+    lattice = structure.lattice
+    return lattice.matrix.tobytes(), structure.cart_coords.tobytes(), tuple(lattice.pbc)
+
+
+def neighbour_list(structure: Structure, radius: float, keep: bool = False) -> tuple:
+    """``structure.get_neighbor_list(r=radius)``: ``(centers, points, images, distances)``.
+
+    A list kept on the structure (``keep=True``) by an earlier call at the same radius is
+    returned, and dropped, if the lattice and coordinates are unchanged."""
+    kept = structure.__dict__.pop(_KEPT, None)
+    if kept is not None and kept[0] == radius and kept[1] == _fingerprint(structure):
+        return kept[2]
+    result = structure.get_neighbor_list(r=radius)
+    if keep:
+        setattr(structure, _KEPT, (radius, _fingerprint(structure), result))
+    return result
+
+
 def build_graph(structure: Structure, params: GraphParams = GraphParams(), name: str = "") -> Graph:
     """Neighbour lists of a crystal, as upstream CGCNN builds them.
 
@@ -170,7 +208,7 @@ def build_graph(structure: Structure, params: GraphParams = GraphParams(), name:
     check_neighbour_count(structure, params.radius, name or structure.composition.reduced_formula)
     n = len(structure)
     m = params.max_num_nbr
-    centers, points, _, dists = structure.get_neighbor_list(r=params.radius)
+    centers, points, _, dists = neighbour_list(structure, params.radius)
     order = np.lexsort((dists, centers))  # stable: ties keep get_neighbor_list order
     centers, points, dists = centers[order], points[order], dists[order]
     counts = np.bincount(centers, minlength=n)
