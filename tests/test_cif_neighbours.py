@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
+from test_cif_faults import NACL_ASYM, nacl_cif, write
 
 from cgcnn import InputError
 from cgcnn.cif import check_geometry
 from cgcnn.data import GraphParams, build_graph, read_structure
 from cgcnn.graph import _KEPT, graph_to_follow, neighbour_list
 from conftest import crystals
-from test_cif_faults import NACL_ASYM, nacl_cif, write
 
 FM3M = "_symmetry_space_group_name_H-M 'F m -3 m'"
 
