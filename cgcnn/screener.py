@@ -11,6 +11,8 @@ with the figures of the final summary.  The run itself (chunks, shards, resumpti
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -110,14 +112,39 @@ class Shard:
     stats: dict = field(default_factory=dict)
 
 
-def _csv_rows(frame, float_format: str | None = _FLOAT_FORMAT) -> str:
-    return frame.to_csv(index=False, header=False, na_rep="", float_format=float_format) if len(frame) else ""
+def _csv_column(values, float_format: str | None) -> list[str]:
+    """One column's fields as pandas's ``to_csv(na_rep="", float_format=float_format)`` writes them."""
+    array = np.asarray(values)
+    if array.dtype.kind == "f":
+        if float_format is None:  # numpy's shortest repr of the column's own precision, as pandas
+            fields = array.astype(str).tolist()
+        else:
+            fields = [float_format % v for v in array.tolist()]
+        for i in np.flatnonzero(np.isnan(array)).tolist():
+            fields[i] = ""
+        return fields
+    if array.dtype.kind == "b":
+        return ["True" if v else "False" for v in array.tolist()]
+    return ["" if v is None else str(v) for v in values]
+
+
+def _csv_rows(columns: dict, float_format: str | None = _FLOAT_FORMAT) -> str:
+    """CSV rows without header, byte for byte pandas's ``DataFrame(columns).to_csv(index=False,
+    header=False, na_rep="", float_format=float_format)`` (without importing pandas): floats
+    formatted with ``float_format`` (None: shortest repr), NaN empty, booleans True/False,
+    text quoted where needed (``csv.QUOTE_MINIMAL``), lines ending in ``\n``."""
+    fields = [_csv_column(values, float_format) for values in columns.values()]
+    if not fields or not fields[0]:
+        return ""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(zip(*fields))
+    return out.getvalue()
 
 
 def _csv_header(columns: Sequence[str]) -> str:
-    import pandas as pd
-
-    return pd.DataFrame(columns=list(columns)).to_csv(index=False)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(list(columns))
+    return out.getvalue()
 
 
 class Screener:
@@ -192,8 +219,6 @@ class Screener:
             With ``on_error="stop"``, the first crystal of the chunk that cannot be read or
             turned into a graph, or has an element missing from an atom table.
         """
-        import pandas as pd
-
         from cgcnn.transfer import features_from_datasets
 
         for p in prepared:
@@ -230,19 +255,18 @@ class Screener:
             known = ~np.isnan(targets)
             if self.layer is None:  # the source model's predictions, as cgcnn.predict writes them
                 prediction = feats.source_prediction[:, 0]
-                frame = pd.DataFrame({"cif_id": ids, "target": targets, "prediction": prediction})
+                frame = {"cif_id": ids, "target": targets, "prediction": prediction}
                 stats.update(n_targets=int(known.sum()), abs_err=float(np.abs(prediction - targets)[known].sum()))
                 return Shard(index, _csv_rows(frame, None), "", self._skipped(skipped), stats)
             pred = self.layer.predict(feats.X, self.settings.level)
-            frame = pd.DataFrame({
+            frame = {
                 "cif_id": ids, "target": targets, "prediction": pred.prediction, "kappa": 10.0 ** pred.prediction,
                 "prediction_low": pred.low, "prediction_high": pred.high,
                 "kappa_low": 10.0 ** pred.low, "kappa_high": 10.0 ** pred.high,
                 "in_domain": pred.in_domain, "domain_distance": pred.distance,
-            })
+            }
             results = _csv_rows(frame)
-            test = _csv_rows(pd.DataFrame({"cif_id": ids, "target": targets,
-                                           "prediction": feats.source_prediction[:, 0]}))
+            test = _csv_rows({"cif_id": ids, "target": targets, "prediction": feats.source_prediction[:, 0]})
             err = pred.prediction[known] - targets[known]
             stats.update(level=float(pred.level), out_of_domain=int((~pred.in_domain).sum()),
                          with_interval=int(np.isfinite(pred.low).sum()), n_targets=int(known.sum()),
@@ -253,9 +277,7 @@ class Screener:
 
     @staticmethod
     def _skipped(skipped: list) -> str:
-        import pandas as pd
-
-        return _csv_rows(pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS))) if skipped else ""
+        return _csv_rows({"cif_id": [s[0] for s in skipped], "reason": [s[1] for s in skipped]}) if skipped else ""
 
 
 
