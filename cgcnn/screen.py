@@ -62,6 +62,7 @@ from cgcnn.screener import (
     _csv_header,
     atom_tables,
 )
+from cgcnn.source import all_network_threads
 from cgcnn.workfolder import _check_manifest, _manifest, _Work, work_folder
 
 __all__ = ["ON_ERROR", "ScreenSettings", "Screener", "Shard", "ScreenSummary", "atom_tables", "screen", "work_folder",
@@ -125,6 +126,8 @@ def _local_chunks(screener: Screener, chunks, settings: ScreenSettings):
             yield screener.finish(index, crystals, screener.prepare(crystals))
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin" else "spawn"
+    if method == "fork":
+        _preload_reader()  # imported once here, not once in each worker
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_pool_start,
                                initargs=(screener.prep,))
     pending: deque = deque()
@@ -144,9 +147,23 @@ def _local_chunks(screener: Screener, chunks, settings: ScreenSettings):
             index, crystals, futures = pending.popleft()
             prepared = [p for f in futures for p in f.result()]
             submit()
-            yield screener.finish(index, crystals, prepared)
+            if pending:
+                yield screener.finish(index, crystals, prepared)
+            else:  # no graph left to build: the network gets the pool's cores too
+                with all_network_threads():
+                    shard = screener.finish(index, crystals, prepared)
+                yield shard
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _preload_reader() -> None:
+    """Import what reading a CIF and building its graph needs (gemmi, pymatgen), before the pool forks."""
+    import pymatgen.core.structure  # noqa: F401
+    import pymatgen.optimization.neighbors  # noqa: F401
+
+    import cgcnn.cif  # noqa: F401
+    import cgcnn.data  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------------

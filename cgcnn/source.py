@@ -22,7 +22,7 @@ from cgcnn.data import CIFData, GraphParams, atom_init_digest, build_graphs, col
 from cgcnn.files import file_sha256
 from cgcnn.model import CrystalGraphConvNet
 
-__all__ = ["SourceModel", "choose_atom_init", "default_device", "network_threads"]
+__all__ = ["SourceModel", "all_network_threads", "choose_atom_init", "default_device", "network_threads"]
 
 
 def default_device() -> torch.device:
@@ -46,14 +46,37 @@ def network_threads(workers: int | None):
     workers = available_cores() if workers is None else workers
     before = torch.get_num_threads()
     threads = max(1, min(before, available_cores() - workers))
-    if workers < 1 or threads == before:
+    _THREADS_BEFORE.append(before)
+    try:
+        if workers < 1 or threads == before:
+            yield
+            return
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+    finally:
+        _THREADS_BEFORE.pop()
+
+
+_THREADS_BEFORE: list[int] = []  # torch's threads before each network_threads block, innermost last
+
+
+@contextlib.contextmanager
+def all_network_threads():
+    """Within :func:`network_threads`, once the pool has no graph left to build: the threads
+    torch had before that block (restored on exit).  Outputs are the same bit for bit."""
+    now = torch.get_num_threads()
+    want = _THREADS_BEFORE[-1] if _THREADS_BEFORE else now
+    if want == now:
         yield
         return
-    torch.set_num_threads(threads)
+    torch.set_num_threads(want)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(now)
 
 
 def choose_atom_init(root: str | os.PathLike, atom_init, stored: dict | None):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cgcnn import available_cores
-from cgcnn.source import network_threads
+from cgcnn.source import all_network_threads, network_threads
 
 
 @pytest.fixture
@@ -58,3 +58,15 @@ def test_same_outputs_with_one_thread_or_several(threads):
             outs.append(net.crystal_features(atom_fea, nbr_fea, nbr_fea_idx, crystal_atom_idx).numpy())
     for out in outs[1:]:
         np.testing.assert_array_equal(outs[0], out)
+
+
+def test_all_threads_once_no_graph_is_left(threads):
+    torch.set_num_threads(2)
+    with network_threads(2):
+        inside = torch.get_num_threads()
+        with all_network_threads():
+            assert torch.get_num_threads() == 2  # what torch had before the pool's block
+        assert torch.get_num_threads() == inside
+    assert torch.get_num_threads() == 2
+    with all_network_threads():  # outside any block: nothing changes
+        assert torch.get_num_threads() == 2
