@@ -107,10 +107,77 @@ def _property_paths(args, first_source: str) -> list[Path]:
     return default_property_models(first_source)
 
 
+def _layer_hint(path: Path) -> tuple[str, list[str]] | None:
+    """The descriptor level and property-model names a skops last layer records, read from its
+    schema without scikit-learn (a hint for :func:`_early_chunks`; None if not found)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+    inputs = schema["content"]["inputs"]["content"]
+    descriptors = json.loads(inputs["descriptors"]["content"])
+    names = [json.loads(node["content"]["name"]["content"]) for node in inputs["property_models"]["content"]]
+    return (descriptors, names) if descriptors in DESCRIPTOR_SETS else None
+
+
+def _early_chunks(args):
+    """``--train 0``: the graph-building pool forked and the first chunks submitted before
+    scikit-learn is imported and the last layer loaded, so that graphs build during the
+    start-up (:class:`cgcnn.screen.EarlyChunks`).  Best effort: None whenever anything is
+    unusual (no skops last layer, Dask, --resume, no workers, a GPU, any error); the run then
+    goes as before, and :func:`cgcnn.screen.screen` uses these chunks only if its own graph
+    parameters and descriptors are the same."""
+    if args.train != 0 or args.dask or args.resume or args.workers == 0 or args.original:
+        return None
+    try:
+        hint = _layer_hint(Path(args.last_layer))
+        if hint is None or (args.descriptors and args.descriptors != hint[0]):
+            return None
+        descriptors, names = hint
+        paths = [p for p in args.modelpath.split(",") if p]
+        prop_paths = []
+        if descriptors == "slack":
+            prop_paths = ([Path(paths[0]).parent / name for name in names] if names and not args.property_models
+                          else _property_paths(args, paths[0]))
+        from cgcnn.archive import open_input
+        from cgcnn.screen import EarlyChunks, work_folder
+        from cgcnn.screener import prep_spec
+        from cgcnn.source import SourceModel
+        from cgcnn.transfer import load_property_models
+
+        if work_folder(Path(args.results)).exists():
+            return None
+        settings = _screen_settings(args)
+        settings.check()
+        device = "cpu" if args.disable_cuda else None
+        kwargs = {"device": device} if device else {}
+        sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
+        if sources[0].device.type != "cpu":
+            return None
+        props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
+        models = sources + (list(props.values()) if props else [])
+        early = EarlyChunks(prep_spec(models, descriptors, settings), open_input(args.cifpath), settings)
+    except Exception:  # the run, as before, says what is wrong
+        return None
+    early.loaded = (paths, prop_paths, descriptors, sources, props)
+    return early
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    early = _early_chunks(args)
+    try:
+        return _main(args, early)
+    finally:
+        if early is not None:
+            early.close()
+
+
+def _main(args, early) -> int:
     # the last layer (scikit-learn, skops) before torch and pandas: skops's import looks its
-    # default types up in every module loaded, so it costs less with fewer (--train 0)
+    # default types up in every module loaded, so it costs less with fewer (--train 0; with
+    # EarlyChunks the graphs build meanwhile)
     from cgcnn.lastlayer import LastLayer, check_level
 
     check_counts(args, non_negative=("workers",))
@@ -142,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         # the models it was fit with, by name, beside the first source model
         prop_paths = [Path(paths[0]).parent / s["name"] for s in layer.inputs["property_models"]]
     if args.train == 0:
-        return _screen(args, paths, layer, descriptors, prop_paths, device)
+        return _screen(args, paths, layer, descriptors, prop_paths, device, early)
     import pandas as pd
 
     from cgcnn.data import check_log10_kappa
@@ -219,20 +286,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device) -> int:
+def _screen_settings(args):
+    from cgcnn.screen import ScreenSettings
+
+    return ScreenSettings(batch_size=args.batch_size, chunk_size=args.chunk_size, on_error=args.on_error,
+                          resume=args.resume, dask=args.dask, workers=args.workers, level=args.interval,
+                          progress=not args.quiet, cache_dir=args.cache_dir)
+
+
+def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device, early=None) -> int:
     """``--train 0``: screen CIFPATH chunk by chunk (:func:`cgcnn.screen.screen`) and print the summary."""
     from cgcnn.archive import open_input
     from cgcnn.files import OutputSet
-    from cgcnn.screen import Screener, ScreenSettings, atom_tables, screen
+    from cgcnn.screen import Screener, atom_tables, screen
     from cgcnn.source import SourceModel, network_threads
     from cgcnn.transfer import load_property_models
 
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
-    settings = ScreenSettings(batch_size=args.batch_size, chunk_size=args.chunk_size, on_error=args.on_error,
-                              resume=args.resume, dask=args.dask, workers=args.workers, level=args.interval,
-                              progress=not args.quiet, cache_dir=args.cache_dir)
+    settings = _screen_settings(args)
     settings.check()
-    data = open_input(args.cifpath)
+    reuse = early is not None and early.loaded[:3] == (paths, prop_paths, descriptors)
+    if early is not None and not reuse:
+        early.close()
+    data = early.data if reuse else open_input(args.cifpath)
     results = Path(args.results)
     skipped = results.with_name("skipped.csv") if args.on_error == "skip" else None
     inputs = {f"MODELPATH ({Path(p).name})": p for p in paths}
@@ -245,8 +321,11 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     t0 = time.time()
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     kwargs = {"device": device} if device else {}
-    sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
-    props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
+    if reuse:  # the models EarlyChunks loaded
+        sources, props = early.loaded[3:]
+    else:
+        sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
+        props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
     models = sources + (list(props.values()) if props else [])
     tables, table_sources = atom_tables(models, data, args.atom_init)
     screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings)
@@ -255,7 +334,7 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     pool = 0 if args.dask or sources[0].device.type != "cpu" else args.workers
     with network_threads(pool):
         summary = screen(screener, data, outs, results, Path(args.test_results), skipped, Path(args.last_layer),
-                         trust_pickle=args.trust_pickle, device=device, log=log)
+                         trust_pickle=args.trust_pickle, device=device, log=log, early=early if reuse else None)
     n = summary.n
     print(f"predicted log10 κ_L of {n} crystals -> {args.results} (kappa columns in W m-1 K-1)")
     if summary.with_interval:

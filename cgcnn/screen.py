@@ -65,7 +65,8 @@ from cgcnn.screener import (
 from cgcnn.source import all_network_threads
 from cgcnn.workfolder import _check_manifest, _manifest, _Work, work_folder
 
-__all__ = ["ON_ERROR", "ScreenSettings", "Screener", "Shard", "ScreenSummary", "atom_tables", "screen", "work_folder",
+__all__ = ["ON_ERROR", "EarlyChunks", "ScreenSettings", "Screener", "Shard", "ScreenSummary", "atom_tables", "screen",
+           "work_folder",
            "RESULT_COLUMNS", "TEST_COLUMNS", "SKIPPED_COLUMNS"]
 
 
@@ -115,38 +116,104 @@ def _duration(seconds: float) -> str:
 # running the chunks
 
 
-def _local_chunks(screener: Screener, chunks, settings: ScreenSettings):
-    """Yield each chunk's Shard, in order; graphs built by a pool of processes one chunk ahead."""
+def _pool_workers(settings: ScreenSettings) -> int:
+    return available_cores() if settings.workers is None else settings.workers
+
+
+def _start_pool(workers: int, spec):
+    """A pool of ``workers`` graph-building processes (forked where the platform allows)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    workers = available_cores() if settings.workers is None else settings.workers
-    if workers < 1:
-        for index, crystals in chunks:
-            yield screener.finish(index, crystals, screener.prepare(crystals))
-        return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin" else "spawn"
     if method == "fork":
         _preload_reader()  # imported once here, not once in each worker
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_pool_start,
-                               initargs=(screener.prep,))
-    pending: deque = deque()
-    task = max(1, min(32, settings.chunk // (4 * workers)))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_pool_start,
+                               initargs=(spec,))
 
-    def submit() -> None:
-        item = next(chunks, None)
+
+class _Submitted:
+    """A pool and the chunks submitted to it, in order, two ahead of the chunk being finished."""
+
+    def __init__(self, pool, spec, chunks, settings: ScreenSettings, workers: int):
+        self.pool, self.spec, self.chunks = pool, spec, chunks
+        self.task = max(1, min(32, settings.chunk // (4 * workers)))
+        self.pending: deque = deque()
+
+    def submit(self) -> None:
+        item = next(self.chunks, None)
         if item is not None:
             index, crystals = item
-            pending.append((index, crystals, [pool.submit(_pool_prepare, crystals[i:i + task])
-                                              for i in range(0, len(crystals), task)]))
+            self.pending.append((index, crystals, [self.pool.submit(_pool_prepare, crystals[i:i + self.task])
+                                                   for i in range(0, len(crystals), self.task)]))
 
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class EarlyChunks:
+    """The graphs of a run's first chunks, building while the rest of the start-up goes on.
+
+    ``--train 0`` forks the pool and submits the first two chunks as soon as the graph
+    parameters and descriptor level are known (before scikit-learn is imported and the last
+    layer loaded); :func:`screen` takes them over if its screener needs the same graphs
+    (``spec`` equal to :attr:`Screener.prep`) and the run starts from the first chunk, and
+    otherwise closes the pool and starts afresh.  Either way the results are the same.
+    """
+
+    def __init__(self, spec, data: CrystalInput, settings: ScreenSettings):
+        workers = _pool_workers(settings)
+        if workers < 1:
+            raise ValueError("no graph-building processes")
+        self.data, self.settings = data, settings
+        self.submitted = _Submitted(_start_pool(workers, spec), spec, data.chunks(settings.chunk, set()), settings,
+                                    workers)
+        self.used = False
+        try:
+            for _ in range(2):
+                self.submitted.submit()
+        except BaseException:
+            self.close()
+            raise
+
+    def take(self, screener: Screener, done: set) -> _Submitted | None:
+        """The submitted chunks, if ``screener`` needs these graphs from the first chunk on; else
+        None (and the pool is closed)."""
+        if not self.used and not done and self.submitted.spec == screener.prep \
+                and _pool_workers(screener.settings) == _pool_workers(self.settings) \
+                and screener.settings.chunk == self.settings.chunk:
+            self.used = True
+            return self.submitted
+        self.close()
+        return None
+
+    def close(self) -> None:
+        if not self.used:
+            self.used = True
+            self.submitted.close()
+
+
+def _local_chunks(screener: Screener, chunks, settings: ScreenSettings, submitted: _Submitted | None = None):
+    """Yield each chunk's Shard, in order; graphs built by a pool of processes one chunk ahead
+    (``submitted``: a pool with the first chunks already submitted, :class:`EarlyChunks`)."""
+    workers = _pool_workers(settings)
+    if submitted is None and workers < 1:
+        for index, crystals in chunks:
+            yield screener.finish(index, crystals, screener.prepare(crystals))
+        return
+    if submitted is None:
+        submitted = _Submitted(_start_pool(workers, screener.prep), screener.prep, chunks, settings, workers)
+    pending = submitted.pending
     try:
-        for _ in range(2):
-            submit()
+        while len(pending) < 2:
+            before = len(pending)
+            submitted.submit()
+            if len(pending) == before:
+                break
         while pending:
             index, crystals, futures = pending.popleft()
             prepared = [p for f in futures for p in f.result()]
-            submit()
+            submitted.submit()
             if pending:
                 yield screener.finish(index, crystals, prepared)
             else:  # no graph left to build: the network gets the pool's cores too
@@ -154,7 +221,7 @@ def _local_chunks(screener: Screener, chunks, settings: ScreenSettings):
                     shard = screener.finish(index, crystals, prepared)
                 yield shard
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        submitted.close()
 
 
 def _preload_reader() -> None:
@@ -190,7 +257,7 @@ class ScreenSummary:
 
 def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_results: Path | None,
            skipped_csv: Path | None, layer_path: Path | None, trust_pickle: bool = False, device=None,
-           log: Callable[[str], None] = lambda msg: None) -> ScreenSummary:
+           log: Callable[[str], None] = lambda msg: None, early: EarlyChunks | None = None) -> ScreenSummary:
     """Screen every crystal of ``data``; write ``results``, ``test_results`` and ``skipped_csv``.
 
     Parameters
@@ -210,6 +277,9 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
         As the last layer and source models were loaded (for Dask workers).
     log : callable
         Gets one-line messages (resumption, Dask).
+    early : EarlyChunks, optional
+        The first chunks' graphs, already building (taken over when they fit this run; closed
+        in any case).
 
     Returns
     -------
@@ -224,6 +294,17 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
         On Ctrl-C, with a message on how to resume; SIGTERM raises ``SystemExit(143)``.
         Shards already written are kept in both cases.
     """
+    try:
+        return _screen(screener, data, outputs, results, test_results, skipped_csv, layer_path, trust_pickle,
+                       device, log, early)
+    finally:
+        if early is not None:
+            early.close()
+
+
+def _screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_results: Path | None,
+            skipped_csv: Path | None, layer_path: Path | None, trust_pickle: bool, device,
+            log: Callable[[str], None], early: EarlyChunks | None) -> ScreenSummary:
     settings = screener.settings
     settings.check()
     chunk = settings.chunk
@@ -271,7 +352,8 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
         if client is not None:
             shards = _dask_chunks(client, chunks, _dask_spec(screener, layer_path, trust_pickle, device))
         else:
-            shards = _local_chunks(screener, chunks, settings)
+            submitted = early.take(screener, done) if early is not None and early.data is data else None
+            shards = _local_chunks(screener, chunks, settings, submitted)
         for shard in shards:
             work.write(shard)
             progress.update(shard.stats["n"] + shard.stats["skipped"], shard.stats["skipped"])

@@ -147,6 +147,18 @@ def _csv_header(columns: Sequence[str]) -> str:
     return out.getvalue()
 
 
+def prep_spec(models: Sequence, descriptors: str, settings: ScreenSettings) -> _PrepSpec:
+    """What the graph-building processes make of each crystal for these models (source models, then
+    property models with ``slack``): one graph per distinct GraphParams, in order, and the structure
+    descriptors unless ``descriptors`` is ``none``."""
+    params = []
+    for model in models:
+        if model.params not in params:
+            params.append(model.params)
+    return _PrepSpec(tuple(params), descriptors != "none", settings.max_sites,
+                     str(settings.cache_dir) if settings.cache_dir is not None else None)
+
+
 class Screener:
     """The models of a screening run, applied chunk by chunk.
 
@@ -177,13 +189,8 @@ class Screener:
         self.columns = RESULT_COLUMNS if layer is not None else TEST_COLUMNS
         self.float_format = _FLOAT_FORMAT if layer is not None else None
         self.tables = [_AtomTable(t, s) for t, s in zip(tables, table_sources)]
-        params = []
-        for model in self.models:
-            if model.params not in params:
-                params.append(model.params)
-        self.params = params
-        self.prep = _PrepSpec(tuple(params), descriptors != "none", settings.max_sites,
-                              str(settings.cache_dir) if settings.cache_dir is not None else None)
+        self.prep = prep_spec(self.models, descriptors, settings)
+        self.params = list(self.prep.params)
         for model, table in zip(self.models, self.tables):
             model.check_data(_ChunkData(model.params, table, [], [], None))
 
