@@ -42,7 +42,7 @@ from cgcnn.cli import (
     run_main,
 )
 
-LAST_LAYER_TYPES = ("auto", "mlp", "ridge", "rf", "gp")
+LAST_LAYER_TYPES = ("auto", "mlp", "ridge", "rf", "gp", "ensemble")  # as cgcnn.estimators (not imported here: start-up)
 DESCRIPTOR_SETS = ("none", "structure", "slack")
 
 

@@ -239,3 +239,15 @@ def test_ensemble_is_the_mean_of_the_additive_and_the_whole_input_gp(tmp_path):
     # without descriptors both would be the same model: ensemble is the gp
     alone = make_estimator("ensemble", 0, None)
     assert type(alone).__name__ == "Pipeline"
+
+
+def test_the_command_line_offers_every_last_layer_type():
+    """transfer_learning_kappa.py keeps its own tuple (so that --help needs no scikit-learn): the same one."""
+    import importlib.util
+
+    from cgcnn.estimators import LAST_LAYER_TYPES
+
+    spec = importlib.util.spec_from_file_location("tlk", REPO / "transfer_learning_kappa.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.LAST_LAYER_TYPES == LAST_LAYER_TYPES
