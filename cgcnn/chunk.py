@@ -27,7 +27,7 @@ import torch
 
 from cgcnn import InputError
 from cgcnn.archive import CrystalText, read_structure_text
-from cgcnn.folder import _atom_table_from_dict
+from cgcnn.folder import _atom_table_from_dict, atom_table_array
 from cgcnn.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count, graph_to_follow
 from cgcnn.graphcache import CACHE_SUFFIX, read_cached_graph, write_cached_graph
 
@@ -139,12 +139,8 @@ class _AtomTable:
     def __init__(self, table: dict, source: str):
         self.atom_init = _atom_table_from_dict(table, source)
         self.source = source
-        self.orig_atom_fea_len = len(next(iter(self.atom_init.values())))
-        zmax = max(self.atom_init)
-        self.array = np.full((zmax + 1, self.orig_atom_fea_len), np.nan, dtype=np.float32)
-        for z, vec in self.atom_init.items():
-            if z >= 0:
-                self.array[z] = vec
+        self.array = atom_table_array(self.atom_init)
+        self.orig_atom_fea_len = self.array.shape[1]
 
     def missing(self, numbers: np.ndarray) -> list[str]:
         """Element symbols of ``numbers`` (atomic numbers) the table lacks."""

@@ -1,21 +1,8 @@
 """The one crystal of a CIF file, read and checked (:func:`read_structure`); and, by their old
 names, the data modules' public names.
 
-A data folder follows the CGCNN convention: ``id_prop.csv`` (no header,
-``cif_id,target``), one ``<cif_id>.cif`` per row and ``atom_init.json`` (keys are
-atomic numbers as strings, values equal-length feature lists).  For prediction,
-``id_prop.csv`` may hold ids only, or be absent (then every ``*.cif``, sorted by
-name, is used).  ``<cif_id>.CIF`` (any case of the suffix) is read where
-``<cif_id>.cif`` is absent; a ``cif_id`` is a file name in the folder, never a path.
-
-Graph (Xie & Grossman, PRL 120, 145301 (2018), Eq. 1 and Supplementary):
-every site's neighbours within ``radius`` under periodic boundaries, sorted by
-distance with a *stable* sort, the nearest ``max_num_nbr`` kept; a site with fewer
-is padded with index 0 and distance ``radius + 1``.  Edge features are the
-Gaussian expansion ``exp(-(d - mu_k)^2 / step^2)``, ``mu_k = arange(dmin,
-radius + step, step)``.
-
-Rows keep their ``id_prop.csv`` order everywhere.
+The data folder's layout is described in :mod:`cgcnn.folder`, the crystal graph in
+:mod:`cgcnn.graph`.  Rows keep their ``id_prop.csv`` order everywhere.
 
 Where things live (every name below stays importable from here):
 

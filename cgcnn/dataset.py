@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from cgcnn import InputError
-from cgcnn.folder import _atom_table_from_dict, cif_file, load_atom_init, read_id_prop
+from cgcnn.folder import _atom_table_from_dict, atom_table_array, cif_file, load_atom_init, read_id_prop
 from cgcnn.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count, graph_to_follow
 from cgcnn.graphcache import CACHE_SUFFIX, _cache_folder, read_cached_graph, write_cached_graph
 
@@ -119,12 +119,8 @@ class CIFData(torch.utils.data.Dataset):
         else:
             self.atom_init_path = Path(atom_init) if atom_init is not None else self.root / "atom_init.json"
             self.atom_init = load_atom_init(self.atom_init_path)
-        self.orig_atom_fea_len = len(next(iter(self.atom_init.values())))
-        zmax = max(self.atom_init)
-        self._atom_table = np.full((zmax + 1, self.orig_atom_fea_len), np.nan, dtype=np.float32)
-        for z, vec in self.atom_init.items():
-            if z >= 0:
-                self._atom_table[z] = vec
+        self._atom_table = atom_table_array(self.atom_init)
+        self.orig_atom_fea_len = self._atom_table.shape[1]
         self.gdf = GaussianDistance(params.dmin, params.radius, params.step)
         self.cache_dir = _cache_folder(cache_dir) if cache_dir is not None else None
         self._cache = _GraphCache(cache_bytes)

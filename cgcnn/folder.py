@@ -86,6 +86,18 @@ def _atom_table_from_dict(raw, source: str = "atom feature table") -> dict[int, 
     return table
 
 
+def atom_table_array(table: dict[int, np.ndarray]) -> np.ndarray:
+    """The atom feature table as an array of shape (max atomic number + 1, orig_atom_fea_len), float32,
+    row ``Z`` the features of element ``Z`` and NaN where the table has no element (so that a lookup
+    ``array[numbers]`` gives every crystal's ``atom_fea`` at once)."""
+    width = len(next(iter(table.values())))
+    array = np.full((max(table) + 1, width), np.nan, dtype=np.float32)
+    for z, vec in table.items():
+        if z >= 0:
+            array[z] = vec
+    return array
+
+
 def atom_init_digest(table: dict[int, np.ndarray]) -> str:
     """SHA-256 of an atom feature table, independent of JSON formatting."""
     h = hashlib.sha256()
