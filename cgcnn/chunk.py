@@ -12,8 +12,6 @@ feature table (:class:`_AtomTable`).  Used by :mod:`cgcnn.screener`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import signal
 import threading
@@ -27,9 +25,9 @@ import torch
 
 from cgcnn import InputError
 from cgcnn.archive import CrystalText, read_structure_text
-from cgcnn.folder import _atom_table_from_dict, atom_table_array
+from cgcnn.folder import _atom_table_from_dict, atom_table_array, missing_elements
 from cgcnn.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count, graph_to_follow
-from cgcnn.graphcache import CACHE_SUFFIX, read_cached_graph, write_cached_graph
+from cgcnn.graphcache import CACHE_SUFFIX, graph_cache_key, read_cached_graph, write_cached_graph
 
 # --------------------------------------------------------------------------------------------------
 # graphs of a chunk, built anywhere (pool process, Dask worker, this process)
@@ -75,9 +73,7 @@ def _prepare_quietly(spec: _PrepSpec, crystal: CrystalText) -> _Prepared:
         for params in spec.params:
             graph = disk = key = None
             if spec.cache_dir is not None:
-                h = hashlib.sha256(crystal.data)
-                h.update(json.dumps(params.as_dict(), sort_keys=True).encode())
-                key = h.hexdigest()
+                key = graph_cache_key(crystal.data, params)
                 disk = Path(spec.cache_dir) / f"{key}{CACHE_SUFFIX}"
                 graph = read_cached_graph(disk, key, params.max_num_nbr)
             if graph is None:
@@ -144,14 +140,7 @@ class _AtomTable:
 
     def missing(self, numbers: np.ndarray) -> list[str]:
         """Element symbols of ``numbers`` (atomic numbers) the table lacks."""
-        bad = numbers >= len(self.array)
-        if not bad.any():
-            bad = np.isnan(self.array[numbers, 0])
-        if not bad.any():
-            return []
-        from pymatgen.core.periodic_table import Element
-
-        return sorted({Element.from_Z(int(z)).symbol for z in numbers[bad]})
+        return missing_elements(self.array, numbers)
 
 
 class _GraphsCache:

@@ -9,8 +9,6 @@ Rows keep their ``id_prop.csv`` order everywhere.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from collections import OrderedDict
@@ -21,9 +19,16 @@ import numpy as np
 import torch
 
 from cgcnn import InputError
-from cgcnn.folder import _atom_table_from_dict, atom_table_array, cif_file, load_atom_init, read_id_prop
+from cgcnn.folder import (
+    _atom_table_from_dict,
+    atom_table_array,
+    cif_file,
+    load_atom_init,
+    missing_elements,
+    read_id_prop,
+)
 from cgcnn.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count, graph_to_follow
-from cgcnn.graphcache import CACHE_SUFFIX, _cache_folder, read_cached_graph, write_cached_graph
+from cgcnn.graphcache import CACHE_SUFFIX, _cache_folder, graph_cache_key, read_cached_graph, write_cached_graph
 
 __all__ = ["CIFData", "collate_pool", "build_graphs"]
 
@@ -142,9 +147,7 @@ class CIFData(torch.utils.data.Dataset):
         return cif_file(self.root, self.ids[idx])
 
     def _disk_key(self, path: Path) -> str:
-        h = hashlib.sha256(path.read_bytes())
-        h.update(json.dumps(self.params.as_dict(), sort_keys=True).encode())
-        return h.hexdigest()
+        return graph_cache_key(path.read_bytes(), self.params)
 
     def graph(self, idx: int) -> Graph:
         """The compact graph of row ``idx`` (built, or taken from a cache)."""
@@ -176,13 +179,8 @@ class CIFData(torch.utils.data.Dataset):
         return graph
 
     def _check_elements(self, idx: int, numbers: np.ndarray) -> None:
-        bad = numbers >= len(self._atom_table)
-        if not bad.any():
-            bad = np.isnan(self._atom_table[numbers, 0])
-        if bad.any():
-            from pymatgen.core.periodic_table import Element
-
-            missing = sorted({Element.from_Z(int(z)).symbol for z in numbers[bad]})
+        missing = missing_elements(self._atom_table, numbers)
+        if missing:
             raise InputError(
                 f"{self.cif_path(idx)}: element(s) {', '.join(missing)} not in {self.atom_init_source}"
             )

@@ -98,6 +98,19 @@ def atom_table_array(table: dict[int, np.ndarray]) -> np.ndarray:
     return array
 
 
+def missing_elements(array: np.ndarray, numbers: np.ndarray) -> list[str]:
+    """Sorted element symbols of ``numbers`` (atomic numbers, shape (n,)) that the atom table
+    ``array`` (:func:`atom_table_array`) lacks; empty when it has them all."""
+    bad = numbers >= len(array)
+    if not bad.any():
+        bad = np.isnan(array[numbers, 0])
+    if not bad.any():
+        return []
+    from pymatgen.core.periodic_table import Element
+
+    return sorted({Element.from_Z(int(z)).symbol for z in numbers[bad]})
+
+
 def atom_init_digest(table: dict[int, np.ndarray]) -> str:
     """SHA-256 of an atom feature table, independent of JSON formatting."""
     h = hashlib.sha256()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from pathlib import Path
 
@@ -20,11 +21,19 @@ import numpy as np
 from cgcnn import InputError
 from cgcnn.graph import Graph
 
-__all__ = ["CACHE_SUFFIX", "write_cached_graph", "read_cached_graph"]
+__all__ = ["CACHE_SUFFIX", "graph_cache_key", "write_cached_graph", "read_cached_graph"]
 
 
 CACHE_SUFFIX = ".graph"
 _CACHE_MAGIC = b"cgcnn graph cache 1\n"
+
+
+def graph_cache_key(cif: bytes, params) -> str:
+    """The cache key of a graph: SHA-256 (hex) of the CIF's bytes and of its
+    :class:`cgcnn.graph.GraphParams` (as sorted JSON), so that a changed file or radius misses."""
+    h = hashlib.sha256(cif)
+    h.update(json.dumps(params.as_dict(), sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def write_cached_graph(file: Path, key: str, graph: Graph) -> None:
