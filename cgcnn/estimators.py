@@ -162,18 +162,22 @@ def make_estimator(kind: str = "mlp", seed: int = 0, groups: tuple[int, int] | N
 
 
 def quiet_fit(estimator, X, y):
+    """``estimator.fit(X, y)`` (X of shape (n, n_features), y of shape (n,)) without the lbfgs and GP
+    optimiser's convergence warnings; returns the estimator."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # lbfgs and GP optimiser convergence notes
         return estimator.fit(X, y)
 
 
 def quiet_predict(estimator, X):
+    """``estimator.predict(X)`` as float64, shape (n,), without numerical warnings."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         return np.asarray(estimator.predict(X), dtype=np.float64)
 
 
 def repeated_folds(n: int, folds: int, repeats: int, seed: int):
+    """``folds`` x ``repeats`` (train, test) index pairs of ``n`` rows (scikit-learn ``RepeatedKFold``)."""
     from sklearn.model_selection import RepeatedKFold
 
     return list(RepeatedKFold(n_splits=folds, n_repeats=repeats, random_state=seed).split(np.zeros(n)))
