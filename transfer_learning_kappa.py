@@ -121,18 +121,27 @@ def _layer_hint(path: Path) -> tuple[str, list[str]] | None:
     return (descriptors, names) if descriptors in DESCRIPTOR_SETS else None
 
 
+def _gpu_present() -> bool:
+    """Whether the machine shows a GPU device node (NVIDIA or AMD), without importing torch."""
+    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+
+
 def _early_chunks(args):
     """``--train 0``: the graph-building pool forked and the first chunks submitted before
-    scikit-learn is imported and the last layer loaded, so that graphs build during the
-    start-up (:class:`cgcnn.screen.EarlyChunks`).  Best effort: None whenever anything is
-    unusual (no skops last layer, Dask, --resume, no workers, a GPU, any error); the run then
-    goes as before, and :func:`cgcnn.screen.screen` uses these chunks only if its own graph
-    parameters and descriptors are the same."""
-    if args.train != 0 or args.dask or args.resume or args.workers == 0 or args.original:
+    torch and scikit-learn are imported, so that graphs build during the start-up
+    (:class:`cgcnn.screen.EarlyChunks`); the graph parameters are read from the checkpoints
+    without torch (:func:`cgcnn.peek.read_graph_params`), the descriptor level and property
+    models from the last layer's skops schema.  Where a checkpoint cannot be read so, or a GPU
+    may be used, the models are loaded with torch first, as before.  Best effort: None
+    whenever anything is unusual (no skops last layer, Dask, --resume, no workers, a GPU in
+    use, any error); the run then goes as before, and :func:`cgcnn.screen.screen` uses these
+    chunks only if its own graph parameters and descriptors are the same."""
+    if args.train != 0 or args.dask or args.resume or args.workers == 0:
         return None
     try:
         hint = _layer_hint(Path(args.last_layer))
-        if hint is None or (args.descriptors and args.descriptors != hint[0]):
+        wanted = "none" if args.original else args.descriptors
+        if hint is None or (wanted and wanted != hint[0]):
             return None
         descriptors, names = hint
         paths = [p for p in args.modelpath.split(",") if p]
@@ -141,23 +150,28 @@ def _early_chunks(args):
             prop_paths = ([Path(paths[0]).parent / name for name in names] if names and not args.property_models
                           else _property_paths(args, paths[0]))
         from cgcnn.archive import open_input
+        from cgcnn.peek import read_graph_params
         from cgcnn.screen import EarlyChunks, work_folder
-        from cgcnn.screener import prep_spec
-        from cgcnn.source import SourceModel
-        from cgcnn.transfer import load_property_models
+        from cgcnn.screener import spec_from_params
 
         if work_folder(Path(args.results)).exists():
             return None
         settings = _screen_settings(args)
         settings.check()
-        device = "cpu" if args.disable_cuda else None
-        kwargs = {"device": device} if device else {}
-        sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
-        if sources[0].device.type != "cpu":
-            return None
-        props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
-        models = sources + (list(props.values()) if props else [])
-        early = EarlyChunks(prep_spec(models, descriptors, settings), open_input(args.cifpath), settings)
+        sources = props = None
+        params = [read_graph_params(p) for p in [*paths, *prop_paths]]
+        if None in params or (not args.disable_cuda and _gpu_present()):
+            from cgcnn.source import SourceModel
+            from cgcnn.transfer import load_property_models
+
+            device = "cpu" if args.disable_cuda else None
+            kwargs = {"device": device} if device else {}
+            sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
+            if sources[0].device.type != "cpu":
+                return None
+            props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
+            params = [m.params for m in sources + (list(props.values()) if props else [])]
+        early = EarlyChunks(spec_from_params(params, descriptors, settings), open_input(args.cifpath), settings)
     except Exception:  # the run, as before, says what is wrong
         return None
     early.loaded = (paths, prop_paths, descriptors, sources, props)
@@ -321,7 +335,7 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     t0 = time.time()
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     kwargs = {"device": device} if device else {}
-    if reuse:  # the models EarlyChunks loaded
+    if reuse and early.loaded[3] is not None:  # the models EarlyChunks loaded
         sources, props = early.loaded[3:]
     else:
         sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]

@@ -168,8 +168,7 @@ class ModelInfo:
     def from_checkpoint(cls, ckpt: dict) -> ModelInfo:
         """Read the project's keys of a loaded checkpoint; absent keys (upstream checkpoints)
         give the defaults."""
-        graph = ckpt.get("graph") or {}
-        params = GraphParams(**{k: graph[k] for k in ("radius", "max_num_nbr", "dmin", "step") if k in graph})
+        params = GraphParams.from_checkpoint(ckpt)
         atom_init = ckpt.get("atom_init")
         if atom_init is not None:
             atom_init = {int(k): np.asarray(v, dtype=np.float32) for k, v in atom_init.items()}

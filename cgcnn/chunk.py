@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cgcnn import InputError
 from cgcnn.archive import CrystalText, read_structure_text
@@ -109,7 +109,8 @@ def _pool_start(spec: _PrepSpec) -> None:
     global _POOL_SPEC
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    torch.set_num_threads(1)
+    if "torch" in sys.modules:  # forked after torch was imported (else this process never needs it)
+        sys.modules["torch"].set_num_threads(1)
     _POOL_SPEC = spec
     parent = os.getppid()
 
@@ -172,6 +173,8 @@ class _ChunkData:
         return self._graphs[idx]
 
     def __getitem__(self, idx: int):
+        import torch
+
         graph = self._graphs[idx]
         atom_fea = torch.from_numpy(self._table[graph.numbers])
         nbr_fea = torch.from_numpy(self.gdf.expand(graph.nbr_dist).astype(np.float32))

@@ -16,8 +16,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from cgcnn import InputError, available_cores
 from cgcnn.archive import CrystalText
 from cgcnn.screener import Screener, Shard
@@ -32,6 +30,8 @@ def _dask_screen_chunk(spec: dict, index: int, crystals: list[CrystalText]) -> S
         screener = _screener_from_spec(spec)
         _WORKER_SCREENERS.clear()
         _WORKER_SCREENERS[spec["key"]] = screener
+    import torch
+
     torch.set_num_threads(1)
     try:
         return screener.finish(index, crystals, screener.prepare(crystals))

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from cgcnn import InputError
 
 # the names of cgcnn.data before it was split, re-exported: code importing them from here keeps working
-from cgcnn.dataset import CIFData, build_graphs, collate_pool  # noqa: F401
 from cgcnn.folder import (  # noqa: F401
     LOG10_KAPPA_RANGE,
     _atom_table_from_dict,
@@ -46,6 +45,8 @@ from cgcnn.graphcache import CACHE_SUFFIX, read_cached_graph, write_cached_graph
 if TYPE_CHECKING:  # pymatgen is imported only when a CIF is parsed (cached graphs need none)
     from pymatgen.core import Structure
 
+    from cgcnn.dataset import CIFData, build_graphs, collate_pool  # noqa: F401 (see __getattr__)
+
 __all__ = [
     "MAX_SITES",
     "GraphParams",
@@ -64,6 +65,20 @@ __all__ = [
     "collate_pool",
     "build_graphs",
 ]
+
+
+_DATASET_NAMES = ("CIFData", "build_graphs", "collate_pool")
+
+
+def __getattr__(name: str):
+    """``CIFData``, ``build_graphs`` and ``collate_pool`` from :mod:`cgcnn.dataset`, imported when
+    first asked for: reading a structure (here) needs no torch, and the graph-building processes
+    of ``--train 0``, forked before torch is imported, never import it."""
+    if name in _DATASET_NAMES:
+        import cgcnn.dataset
+
+        return getattr(cgcnn.dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 MAX_SITES = 5000

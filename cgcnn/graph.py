@@ -62,6 +62,13 @@ class GraphParams:
         """The parameters as a plain dict (stored in checkpoints)."""
         return {k: (float(v) if isinstance(v, float) else int(v)) for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> GraphParams:
+        """The parameters a loaded checkpoint records under ``graph``; upstream's defaults for
+        those it does not record (upstream checkpoints record none)."""
+        graph = ckpt.get("graph") or {}
+        return cls(**{k: graph[k] for k in ("radius", "max_num_nbr", "dmin", "step") if k in graph})
+
 
 class GaussianDistance:
     """Expand distances in a basis of Gaussians (upstream ``GaussianDistance``).

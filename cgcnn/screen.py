@@ -62,7 +62,6 @@ from cgcnn.screener import (
     _csv_header,
     atom_tables,
 )
-from cgcnn.source import all_network_threads
 from cgcnn.workfolder import _check_manifest, _manifest, _Work, work_folder
 
 __all__ = ["ON_ERROR", "EarlyChunks", "ScreenSettings", "Screener", "Shard", "ScreenSummary", "atom_tables", "screen",
@@ -217,6 +216,8 @@ def _local_chunks(screener: Screener, chunks, settings: ScreenSettings, submitte
             if pending:
                 yield screener.finish(index, crystals, prepared)
             else:  # no graph left to build: the network gets the pool's cores too
+                from cgcnn.source import all_network_threads
+
                 with all_network_threads():
                     shard = screener.finish(index, crystals, prepared)
                 yield shard

@@ -151,11 +151,16 @@ def prep_spec(models: Sequence, descriptors: str, settings: ScreenSettings) -> _
     """What the graph-building processes make of each crystal for these models (source models, then
     property models with ``slack``): one graph per distinct GraphParams, in order, and the structure
     descriptors unless ``descriptors`` is ``none``."""
-    params = []
-    for model in models:
-        if model.params not in params:
-            params.append(model.params)
-    return _PrepSpec(tuple(params), descriptors != "none", settings.max_sites,
+    return spec_from_params([model.params for model in models], descriptors, settings)
+
+
+def spec_from_params(params: Sequence, descriptors: str, settings: ScreenSettings) -> _PrepSpec:
+    """:func:`prep_spec` from the models' GraphParams, in the models' order (no torch needed)."""
+    distinct = []
+    for p in params:
+        if p not in distinct:
+            distinct.append(p)
+    return _PrepSpec(tuple(distinct), descriptors != "none", settings.max_sites,
                      str(settings.cache_dir) if settings.cache_dir is not None else None)
 
 

@@ -24,6 +24,7 @@ def fitted(tmp_path_factory):
     work = tmp_path_factory.mktemp("fit")
     data = folder_of(work / "data")
     run("--train", 1, MODEL, data, "--last-layer-type", "ridge", "--cv-folds", 0, cwd=work)
+    run("--train", 0, MODEL, data, *FAST[:-1], 0, "--results", work / "results_plain.csv", cwd=work)  # no pool
     return work
 
 
@@ -79,3 +80,81 @@ def test_no_early_start_when_unusual(fitted, tmp_path):
         assert tool._early_chunks(tool.build_parser().parse_args(base + extra)) is None
     missing = ["--train", "0", str(MODEL), str(fitted / "data"), "--last-layer", str(tmp_path / "none.sav")]
     assert tool._early_chunks(tool.build_parser().parse_args(missing)) is None
+
+
+PROBE = """
+import json, sys, importlib.util
+import cgcnn.screen
+real = cgcnn.screen._start_pool
+seen = []
+def start_pool(workers, spec):
+    seen.append({m: m in sys.modules for m in ("torch", "sklearn")})
+    return real(workers, spec)
+cgcnn.screen._start_pool = start_pool
+spec = importlib.util.spec_from_file_location("tool", sys.argv[1])
+tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tool)
+code = tool.main(sys.argv[2:])
+print(json.dumps({"code": code, "seen": seen}))
+"""
+
+
+def test_pool_forks_before_torch_and_scikit_learn(fitted, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    args = ["--train", "0", str(MODEL), str(fitted / "data"), "--last-layer", str(fitted / "last_layer.sav"), *FAST,
+            "-q", "--results", str(tmp_path / "results.csv"), "--test-results", str(tmp_path / "test_results.csv")]
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(TOOL), *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert report["seen"] == [{"torch": False, "sklearn": False}]  # one pool, forked before either import
+    assert (tmp_path / "results.csv").read_bytes() == (fitted / "results_plain.csv").read_bytes()
+
+
+def test_original_route_starts_early_same_bytes(tmp_path_factory, tmp_path, monkeypatch):
+    work = tmp_path_factory.mktemp("fit_original")
+    data = folder_of(work / "data")
+    run("--train", 1, MODEL, data, "--original", "--cv-folds", 0, cwd=work)
+    base = ["--train", "0", str(MODEL), str(data), "--original", "--last-layer", str(work / "last_layer.sav"), *FAST,
+            "-q", "--test-results", str(tmp_path / "test_results.csv")]
+    assert tool._early_chunks(tool.build_parser().parse_args(base)) is not None
+    taken: list = []
+    real = cgcnn.screen.EarlyChunks.take
+    monkeypatch.setattr(cgcnn.screen.EarlyChunks, "take",
+                        lambda self, s, d: taken.append(True) or real(self, s, d))
+    assert tool.main([*base, "--results", str(tmp_path / "early.csv")]) == 0
+    assert taken == [True]
+    monkeypatch.setattr(tool, "_early_chunks", lambda args: None)
+    assert tool.main([*base, "--results", str(tmp_path / "plain.csv")]) == 0
+    assert (tmp_path / "early.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
+
+
+WORKER_PROBE = """
+import json, sys
+from pathlib import Path
+from cgcnn.archive import CrystalText
+from cgcnn.chunk import _PrepSpec, _prepare_one
+from cgcnn.graph import GraphParams
+spec = _PrepSpec((GraphParams(), GraphParams(radius=6.0)), True, None, None)
+cif = Path(sys.argv[1])
+got = _prepare_one(spec, CrystalText(cif.stem, str(cif), cif.read_bytes()))
+assert got.error is None and len(got.graphs) == 2 and got.desc is not None, got
+print(json.dumps({m: m in sys.modules for m in ("torch", "sklearn", "pandas", "matplotlib")}))
+"""
+
+
+def test_graph_building_imports_no_torch():
+    """What a graph-building process does to a crystal (read, check, two graphs, descriptors) imports
+    neither torch nor scikit-learn: forked before them, it never pays for them."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", WORKER_PROBE, str(SAMPLE / "GaAs.cif")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"torch": False, "sklearn": False, "pandas": False,
+                                                               "matplotlib": False}
