@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     p.add_argument("--build-only", action="store_true")
     p.add_argument("--export", default=str(ROOT / "models" / "source.pth.tar"),
                    help="where to copy the best model ('' to skip)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights and batches (the card's models: 0); another seed trains into "
+                        "train_PROPERTY_seedN")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; 1 (the default) reproduces the bundled model bit for bit")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="options after -- go to cgcnn.train, overriding the card's")
@@ -88,11 +91,16 @@ def main(argv=None) -> int:
     print(f"training folder: {data}", file=sys.stderr)
     if args.build_only:
         return 0
-    out = work / f"train_{args.property}"
+    extra = [a for a in args.extra if a != "--"]
+    out = work / (f"train_{args.property}" + (f"_seed{args.seed}" if args.seed else ""))
+    for i, option in enumerate(extra[:-1]):  # an --out-dir given after --: the export copies from there
+        if option == "--out-dir":
+            out = Path(extra[i + 1])
     out.mkdir(parents=True, exist_ok=True)
     _, name, unit = PROPERTIES[args.property]
-    extra = [a for a in args.extra if a != "--"]
-    opts = [str(data), *TRAIN_OPTIONS, "--out-dir", str(out), "--cache-dir", str(work / "graph_cache"),
+    options = list(TRAIN_OPTIONS)
+    options[options.index("--seed") + 1] = str(args.seed)
+    opts = [str(data), *options, "--out-dir", str(out), "--cache-dir", str(work / "graph_cache"),
             "--target-name", name, "--target-transform", "log10", "--target-unit", unit, *extra]
     code = cgcnn_train.main(opts)
     if code == 0 and args.export:
