@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--property-models", default=None, metavar="PATHS",
                    help="Debye-temperature, bulk- and shear-modulus models, comma-separated (default: "
                         "debye_temperature.pth.tar, bulk_modulus.pth.tar, shear_modulus.pth.tar beside MODELPATH)")
+    p.add_argument("--members", default="auto", choices=("auto", "none"),
+                   help="--train 1 with the default property models: auto fits an ensemble of the source model and "
+                        "the members found beside it (seed*/ folders holding the same model and property models: "
+                        "the bundled models/seed1, models/seed2), one last layer each, predictions averaged; "
+                        "none: the source model alone. --train 0 uses the members the last layer was fit with")
     p.add_argument("--original", action="store_true",
                    help="the original tool's route: --last-layer-type mlp --descriptors none")
     p.add_argument("--interval", default=None, type=float,
@@ -99,6 +104,22 @@ def _settings(args) -> tuple[str, str]:
     return args.last_layer_type or "auto", args.descriptors or "slack"
 
 
+def _member_paths(first_source: str, prop_names: list[str], folders: list[str]) -> tuple[list[str], list[Path]]:
+    """Source and property-model paths of a last layer's ensemble members (recorded as property-model
+    file names, three per member, and ``member_folders`` relative to the first source model's folder)."""
+    base = Path(first_source).parent
+    dirs = [base] + [base / f for f in folders]
+    paths = [first_source] + [str(d / Path(first_source).name) for d in dirs[1:]]
+    return paths, [dirs[min(i // 3, len(dirs) - 1)] / name for i, name in enumerate(prop_names)]
+
+
+def _input_names(paths: list[str], prop_paths: list[Path]) -> dict:
+    """The model files a run reads, by a name for messages (no output may overwrite them)."""
+    inputs = {f"MODELPATH ({p})": p for p in paths}
+    inputs.update({f"property model ({p})": p for p in prop_paths})
+    return inputs
+
+
 def _property_paths(args, first_source: str) -> list[Path]:
     from cgcnn.transfer import default_property_models
 
@@ -118,7 +139,8 @@ def _layer_hint(path: Path) -> tuple[str, list[str]] | None:
     inputs = schema["content"]["inputs"]["content"]
     descriptors = json.loads(inputs["descriptors"]["content"])
     names = [json.loads(node["content"]["name"]["content"]) for node in inputs["property_models"]["content"]]
-    return (descriptors, names) if descriptors in DESCRIPTOR_SETS else None
+    folders = [json.loads(node["content"]) for node in inputs.get("member_folders", {}).get("content", [])]
+    return (descriptors, names, folders) if descriptors in DESCRIPTOR_SETS else None
 
 
 def _gpu_present() -> bool:
@@ -143,12 +165,14 @@ def _early_chunks(args):
         wanted = "none" if args.original else args.descriptors
         if hint is None or (wanted and wanted != hint[0]):
             return None
-        descriptors, names = hint
+        descriptors, names, folders = hint
         paths = [p for p in args.modelpath.split(",") if p]
         prop_paths = []
         if descriptors == "slack":
-            prop_paths = ([Path(paths[0]).parent / name for name in names] if names and not args.property_models
-                          else _property_paths(args, paths[0]))
+            if names and not args.property_models:
+                paths, prop_paths = _member_paths(paths[0], names, folders)
+            else:
+                prop_paths = _property_paths(args, paths[0])
         from cgcnn.archive import open_input
         from cgcnn.peek import read_graph_params
         from cgcnn.screen import EarlyChunks, work_folder
@@ -220,8 +244,16 @@ def _main(args, early) -> int:
         args.descriptors_note = (f"no property models ({', '.join(p.name for p in _property_paths(args, paths[0]))}) "
                                  f"beside {paths[0]}: descriptors 'structure'")
     if args.train == 0 and layer.inputs.get("property_models") and not args.property_models:
-        # the models it was fit with, by name, beside the first source model
-        prop_paths = [Path(paths[0]).parent / s["name"] for s in layer.inputs["property_models"]]
+        # the models it was fit with, by name, beside the first source model (and in its members' folders)
+        paths, prop_paths = _member_paths(paths[0], [s["name"] for s in layer.inputs["property_models"]],
+                                          layer.inputs.get("member_folders", []))
+    if args.train == 1 and descriptors == "slack" and args.members == "auto" and len(paths) == 1 \
+            and not args.property_models:
+        from cgcnn.transfer import PROPERTY_MODEL_FILES, member_folders
+
+        folders = member_folders(paths[0])
+        paths = paths + [str(f / Path(paths[0]).name) for f in folders]
+        prop_paths = prop_paths + [f / name for f in folders for name in PROPERTY_MODEL_FILES]
     if args.train == 0:
         return _screen(args, paths, layer, descriptors, prop_paths, device, early)
     import pandas as pd
@@ -238,8 +270,7 @@ def _main(args, early) -> int:
         raise InputError("--on-error skip applies to --train 0 (screening) only; --train 1 needs every crystal")
 
     folder = Path(args.cifpath)
-    inputs = {f"MODELPATH ({Path(p).name})": p for p in paths}
-    inputs.update({f"--property-models ({p.name})": p for p in prop_paths})
+    inputs = _input_names(paths, prop_paths)
     inputs["id_prop.csv"] = folder / "id_prop.csv"
     outputs = {"--last-layer": args.last_layer, "--test-results": args.test_results}
     outs = OutputSet(outputs, inputs=inputs)  # checked before the long part
@@ -325,8 +356,7 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     data = early.data if reuse else open_input(args.cifpath)
     results = Path(args.results)
     skipped = results.with_name("skipped.csv") if args.on_error == "skip" else None
-    inputs = {f"MODELPATH ({Path(p).name})": p for p in paths}
-    inputs.update({f"--property-models ({p.name})": p for p in prop_paths})
+    inputs = _input_names(paths, prop_paths)
     inputs["--last-layer"] = args.last_layer
     inputs["CIFPATH"] = data.path / "id_prop.csv" if data.kind == "folder" else data.path
     outs = OutputSet({"--results": results, "--test-results": args.test_results, "skipped.csv": skipped},

@@ -12,12 +12,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
 from cgcnn import InputError
 
-__all__ = ["LAST_LAYER_TYPES", "CANDIDATES", "ColumnKernel", "make_estimator", "quiet_fit", "quiet_predict",
-           "repeated_folds", "cv_mae"]
+__all__ = ["LAST_LAYER_TYPES", "CANDIDATES", "ColumnKernel", "MemberAverage", "make_estimator", "quiet_fit",
+           "quiet_predict", "repeated_folds", "cv_mae"]
 
 #: Kinds of :func:`make_estimator` and ``auto``.
 LAST_LAYER_TYPES = ("auto", "mlp", "ridge", "rf", "gp", "ensemble")
@@ -80,11 +81,64 @@ class ColumnKernel(Kernel):
         return f"ColumnKernel({self.kernel!r}, columns {self.columns[0]}..{self.columns[-1]})"
 
 
+class MemberAverage(RegressorMixin, BaseEstimator):
+    """The mean prediction of one regressor per ensemble member, each fit on its member's columns.
+
+    The input ``X`` of shape (n, members × width) is ``members`` blocks of ``width``
+    columns side by side, block k the last-layer input of member k (its own source and
+    property models: the same networks trained from other random seeds); a clone of
+    ``estimator`` is fit on each block and the predictions are averaged.  Averaging over
+    independently trained networks (a deep ensemble: B. Lakshminarayanan, A. Pritzel,
+    C. Blundell, NeurIPS 30 (2017)) lowers the variance a single network's random
+    initialisation puts into its features, without a free parameter.
+
+    Parameters
+    ----------
+    estimator : scikit-learn regressor
+        Unfitted; cloned for each member.
+    members : int
+        Number of blocks (at least 1).
+
+    Attributes
+    ----------
+    estimators_ : list
+        The fitted clones, in member order.
+
+    Raises
+    ------
+    ValueError
+        From ``fit`` and ``predict``, if the number of columns is not a multiple of
+        ``members``.
+    """
+
+    def __init__(self, estimator=None, members: int = 1):
+        self.estimator = estimator
+        self.members = members
+
+    def _blocks(self, X) -> list:
+        X = np.asarray(X)
+        if X.ndim != 2 or self.members < 1 or X.shape[1] % self.members:
+            raise ValueError(f"{X.shape[1] if X.ndim == 2 else X.shape} columns are not {self.members} equal blocks")
+        width = X.shape[1] // self.members
+        return [X[:, k * width:(k + 1) * width] for k in range(self.members)]
+
+    def fit(self, X, y):
+        from sklearn.base import clone
+
+        self.estimators_ = [clone(self.estimator).fit(block, y) for block in self._blocks(X)]
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Mean over members of their predictions, shape (n,)."""
+        return np.mean([est.predict(block) for est, block in zip(self.estimators_, self._blocks(X))], axis=0)
+
+
+
 def _kernel(groups: tuple[int, int] | None):
     """The ``gp`` kernel for inputs ``[crys_fea (groups[0] columns), descriptors (groups[1])]``."""
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
 
-    n_crys, n_desc = groups if groups else (0, 0)
+    n_crys, n_desc = groups[:2] if groups else (0, 0)
     if not n_desc or not n_crys:
         return (ConstantKernel(1.0) * RBF(length_scale=10.0, length_scale_bounds=(1e-2, 1e4))
                 + ConstantKernel(0.1) * DotProduct(1.0) + WhiteKernel(0.1))
@@ -96,7 +150,7 @@ def _kernel(groups: tuple[int, int] | None):
             + WhiteKernel(0.1))
 
 
-def make_estimator(kind: str = "mlp", seed: int = 0, groups: tuple[int, int] | None = None):
+def make_estimator(kind: str = "mlp", seed: int = 0, groups: tuple | None = None):
     """A fresh, unfitted scikit-learn regressor.
 
     Parameters
@@ -126,8 +180,12 @@ def make_estimator(kind: str = "mlp", seed: int = 0, groups: tuple[int, int] | N
         are the same: ``ensemble`` is ``gp``.
     seed : int
         ``random_state`` of the estimator.
-    groups : (int, int), optional
-        Columns of ``crys_fea`` and of descriptors, in that order, for ``gp``.
+    groups : (int, int) or (int, int, int), optional
+        Columns of ``crys_fea`` and of descriptors, in that order, for ``gp``; a third
+        number above 1 is a count of ensemble members whose inputs (each ``crys_fea``
+        then descriptors, as the first two numbers say) lie side by side: the estimator
+        of ``kind`` is then fit on each member's columns and the predictions averaged
+        (:class:`MemberAverage`).
 
     Raises
     ------
@@ -141,6 +199,8 @@ def make_estimator(kind: str = "mlp", seed: int = 0, groups: tuple[int, int] | N
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if groups is not None and len(groups) > 2 and groups[2] > 1:
+        return MemberAverage(make_estimator(kind, seed, tuple(groups[:2])), int(groups[2]))
     if kind == "mlp":
         return MLPRegressor(hidden_layer_sizes=(64,), activation="identity", solver="lbfgs", alpha=0.1,
                             tol=1e-4, max_iter=200, random_state=seed)
@@ -151,7 +211,7 @@ def make_estimator(kind: str = "mlp", seed: int = 0, groups: tuple[int, int] | N
     if kind in ("gp", "ensemble"):
         additive = make_pipeline(StandardScaler(),
                                  GaussianProcessRegressor(_kernel(groups), normalize_y=True, random_state=seed))
-        if kind == "gp" or not groups or not all(groups):
+        if kind == "gp" or not groups or not all(groups[:2]):
             return additive
         from sklearn.ensemble import VotingRegressor
 

@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "when no property models are found beside MODELPATH)")
     p.add_argument("--property-models", default=None, metavar="PATHS",
                    help="property models of --descriptors slack (default: beside MODELPATH)")
+    p.add_argument("--members", default="auto", choices=("auto", "none"),
+                   help="auto: the ensemble members beside MODELPATH (seed*/ folders), as --train 1 fits them; "
+                        "none: MODELPATH alone")
     p.add_argument("--interval", default=0.9, type=float, help="level of the prediction intervals")
     p.add_argument("--finetune", default=0, type=int, metavar="EPOCHS",
                    help="also fine-tune the first source network for at most EPOCHS epochs per split (0: no)")
@@ -288,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from cgcnn.files import check_output_dir
     from cgcnn.source import SourceModel
-    from cgcnn.transfer import default_property_models, load_property_models
+    from cgcnn.transfer import PROPERTY_MODEL_FILES, default_property_models, load_property_models, member_folders
 
     args = build_parser().parse_args(argv)
     check_counts(args, at_least_one=("batch_size", "finetune_batch_size", "group_folds"))
@@ -304,13 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     check_output_dir(args.out_dir, ("metrics.md", "predictions.csv", "parity.png"))  # fail before the long part
     # fine-tuning trains on the CPU (cgcnn.fit keeps its tensors there)
     device = "cpu" if args.finetune else None
-    sources = [SourceModel.load(p, require_regression=True, device=device) for p in paths]
     props = None
     descriptors = args.descriptors or "slack"
     prop_paths = ([Path(p) for p in args.property_models.split(",") if p] if args.property_models
                   else default_property_models(paths[0]))
     if args.descriptors is None and not args.property_models and not all(p.is_file() for p in prop_paths):
         descriptors = "structure"  # said in the table's header line
+    if descriptors == "slack" and args.members == "auto" and len(paths) == 1 and not args.property_models:
+        folders = member_folders(paths[0])  # as transfer_learning_kappa.py --train 1
+        paths = paths + [str(f / Path(paths[0]).name) for f in folders]
+        prop_paths = prop_paths + [f / name for f in folders for name in PROPERTY_MODEL_FILES]
+    sources = [SourceModel.load(p, require_regression=True, device=device) for p in paths]
     if descriptors == "slack":
         props = load_property_models(prop_paths)
     groups = None
@@ -330,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         finetune=args.finetune, finetune_patience=args.finetune_patience,
         finetune_batch_size=args.finetune_batch_size, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
         workers=args.workers, atom_init=args.atom_init, cache_dir=args.cache_dir, progress=not args.quiet)
-    inputs = {f"MODELPATH ({Path(p).name})": p for p in paths}
+    inputs = {f"MODELPATH ({p})": p for p in paths}
     inputs["id_prop.csv"] = Path(args.cifpath) / "id_prop.csv"
     written = write_report(table, predictions, args.out_dir, inputs=inputs)
     print(format_table(table), end="")

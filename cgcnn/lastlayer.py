@@ -203,7 +203,7 @@ class LastLayer:
         layer = cls(estimator=estimator, kind=chosen, requested=kind, seed=seed, inputs=dict(inputs or {}),
                     n_features=X.shape[1], n_train=n, train_mae=train_mae, cv=cv, versions=_versions(),
                     groups=list(groups) if groups else None)
-        n_crys, n_desc = groups if groups else (X.shape[1], 0)
+        n_crys, n_desc = groups[:2] if groups else (X.shape[1], 0)
         layer.domain = fit_domain(X, (n_crys, n_crys + n_desc) if n_desc else None)
         layer.interval = {"level": float(level), "cv_coverage": None, "cv_width": None}
         if n >= _MIN_INTERVAL_SAMPLES and 1.0 / (1.0 - level) < n:

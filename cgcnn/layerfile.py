@@ -21,7 +21,7 @@ __all__ = ["TRUSTED_MODULES", "check_fitted", "skops_io", "load_skops", "load_pi
 
 #: Modules (and classes) whose types a last-layer file may hold.
 TRUSTED_MODULES = ("sklearn.", "mapie.", "numpy.", "scipy.", "cgcnn.lastlayer.ColumnKernel",
-                   "cgcnn.estimators.ColumnKernel")
+                   "cgcnn.estimators.ColumnKernel", "cgcnn.estimators.MemberAverage")
 
 
 def check_fitted(estimator, path) -> None:

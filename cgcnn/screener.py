@@ -201,22 +201,16 @@ class Screener:
 
     def record(self) -> dict:
         """What the last layer's inputs are (:func:`cgcnn.transfer.inputs_record`), from no crystal."""
-        from cgcnn.transfer import Features, inputs_record
+        from cgcnn.descriptors import STRUCTURE_DESCRIPTORS
+        from cgcnn.transfer import _assemble, inputs_record
 
-        n_crys = sum(m.crys_fea_len for m in self.models)
-        names = [f"{m.path.name}:crys_fea[{j}]" for m in self.models for j in range(m.crys_fea_len)]
-        n_desc = 0
-        if self.descriptors != "none":
-            from cgcnn.descriptors import SLACK_DESCRIPTORS, STRUCTURE_DESCRIPTORS
+        class _NoRows:
+            ids, targets = [], None
 
-            extra = list(STRUCTURE_DESCRIPTORS) + (list(SLACK_DESCRIPTORS) if self.descriptors == "slack" else [])
-            names += extra
-            n_desc = len(extra)
-        feats = Features([], None, np.zeros((0, n_crys), np.float32), np.zeros((0, len(self.sources))),
-                         np.zeros((0, n_desc)), names, [atom_init_digest(t.atom_init) for t in self.tables])
-        record = inputs_record(self.sources, feats, self.descriptors, self.property_models)
-        record.update(n_features=n_crys + n_desc, groups=[n_crys, n_desc])  # Features.groups needs a row
-        return record
+        feats = _assemble(_NoRows, self.models, [np.zeros((0, m.crys_fea_len), np.float32) for m in self.models],
+                          [np.zeros(0) for _ in self.models], [atom_init_digest(t.atom_init) for t in self.tables],
+                          len(self.sources), self.descriptors, np.zeros((0, len(STRUCTURE_DESCRIPTORS))))
+        return inputs_record(self.sources, feats, self.descriptors, self.property_models)
 
     def prepare(self, crystals: Sequence[CrystalText]) -> list[_Prepared]:
         """Graphs of ``crystals`` built in this process."""

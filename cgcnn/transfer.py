@@ -24,6 +24,7 @@ models, descriptors]``, in that order (:attr:`Features.X`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "default_property_models",
     "features_from_datasets",
     "load_property_models",
+    "member_folders",
     "source_record",
 ]
 
@@ -74,6 +76,11 @@ class Features:
         Name of every column of :attr:`X`.
     atom_init : list of str
         Digest of the atom feature table each source model was run with.
+    members : int
+        Ensemble members (:func:`member_folders`): with more than one, ``crys_fea`` holds
+        each member's ``crys_fea`` (its source then property models) and ``descriptors``
+        each member's descriptors, member after member, and :attr:`X` is the members'
+        inputs side by side (``[crys_fea_0, descriptors_0, crys_fea_1, ...]``).
     """
 
     ids: list
@@ -83,19 +90,27 @@ class Features:
     descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     names: list = field(default_factory=list)
     atom_init: list = field(default_factory=list)
+    members: int = 1
 
     @property
     def X(self) -> np.ndarray:
         """The last layer's input, shape (n, n_crys_fea + n_descriptors): float64, or the float32
-        ``crys_fea`` themselves without descriptors (as the original tool fit them)."""
+        ``crys_fea`` themselves without descriptors (as the original tool fit them); with
+        several members, each member's ``[crys_fea, descriptors]`` side by side."""
         if self.descriptors.ndim != 2 or self.descriptors.shape[1] == 0:
             return self.crys_fea
-        return np.concatenate([self.crys_fea.astype(np.float64), self.descriptors], axis=1)
+        k = self.members
+        crys = np.split(self.crys_fea.astype(np.float64), k, axis=1)
+        desc = np.split(self.descriptors, k, axis=1)
+        return np.concatenate([a for pair in zip(crys, desc) for a in pair], axis=1)
 
     @property
-    def groups(self) -> tuple[int, int]:
-        """(number of ``crys_fea`` columns, number of descriptor columns) of :attr:`X`."""
-        return self.crys_fea.shape[1], (self.descriptors.shape[1] if self.descriptors.ndim == 2 else 0)
+    def groups(self) -> tuple:
+        """(number of ``crys_fea`` columns, number of descriptor columns) of :attr:`X`; with
+        several members, those of one member and the number of members."""
+        n_crys = self.crys_fea.shape[1] // self.members
+        n_desc = (self.descriptors.shape[1] if self.descriptors.ndim == 2 else 0) // self.members
+        return (n_crys, n_desc) if self.members == 1 else (n_crys, n_desc, self.members)
 
 
 def source_record(source: SourceModel) -> dict:
@@ -110,6 +125,16 @@ def default_property_models(first_source) -> list[Path]:
     return [folder / name for name in PROPERTY_MODEL_FILES]
 
 
+def member_folders(first_source) -> list[Path]:
+    """Folders of the further ensemble members of a source model: the ``seed*`` folders beside it
+    that hold a source model of the same file name and the three property models
+    (:data:`PROPERTY_MODEL_FILES`), in name order.  The bundled ``models/source.pth.tar`` has
+    two, ``models/seed1`` and ``models/seed2``: the same networks trained from other seeds."""
+    first = Path(first_source)
+    return [d for d in sorted(first.parent.glob("seed*"))
+            if d.is_dir() and (d / first.name).is_file() and all((d / f).is_file() for f in PROPERTY_MODEL_FILES)]
+
+
 def load_property_models(paths: Sequence, device=None) -> dict:
     """Load the lower-order-property models that ``--descriptors slack`` needs.
 
@@ -122,15 +147,19 @@ def load_property_models(paths: Sequence, device=None) -> dict:
     Returns
     -------
     dict
-        Role (``debye``, ``bulk``, ``shear``) → :class:`SourceModel`, in that order.
+        Role (``debye``, ``bulk``, ``shear``) → :class:`SourceModel`, in that order; with
+        several models of each role (one set per ensemble member, in the order given),
+        the k-th set's keys are ``debye@k``, ``bulk@k``, ``shear@k`` (k ≥ 1), set after set.
 
     Raises
     ------
     InputError
-        A missing file, a model of another target, or a role left without a model.
+        A missing file, a model of another target, or a role left without a model or
+        with another number of models than the others.
     """
     by_target = {v: k for k, v in PROPERTY_TARGETS.items()}
     models: dict = {}
+    sets: dict = {r: [] for r in PROPERTY_TARGETS}
     for path in paths:
         path = Path(path)
         if not path.is_file():
@@ -142,11 +171,18 @@ def load_property_models(paths: Sequence, device=None) -> dict:
         if role is None:
             raise InputError(f"{path}: not a property model (its target is {model.target.get('name') or 'unnamed'}; "
                              f"expected one of {', '.join(PROPERTY_TARGETS.values())})")
-        models[role] = model
-    missing = [r for r in PROPERTY_TARGETS if r not in models]
+        sets[role].append(model)
+    missing = [r for r in PROPERTY_TARGETS if not sets[r]]
     if missing:
         raise InputError(f"--property-models: no model of {', '.join(PROPERTY_TARGETS[r] for r in missing)}")
-    return {r: models[r] for r in PROPERTY_TARGETS}
+    counts = {len(v) for v in sets.values()}
+    if len(counts) != 1:
+        raise InputError("--property-models: give as many models of each property ("
+                         + ", ".join(f"{len(v)} of {PROPERTY_TARGETS[r]}" for r, v in sets.items()) + ")")
+    for k in range(counts.pop()):
+        for r in PROPERTY_TARGETS:
+            models[r if k == 0 else f"{r}@{k}"] = sets[r][k]
+    return models
 
 
 def compute_features(sources: Sequence[SourceModel], folder, batch_size: int = 500, workers: int | None = None,
@@ -210,19 +246,34 @@ def _assemble(base, models, feas, preds, digests, n_sources: int, descriptors: s
     (shape (n, 5), or None for ``none``); Slack descriptors from the property models' predictions."""
     from cgcnn.descriptors import slack_descriptors
 
-    names = [f"{m.path.name}:crys_fea[{j}]" for m, fea in zip(models, feas) for j in range(fea.shape[1])]
-    desc = np.zeros((len(base.ids), 0))
-    if descriptors != "none":
-        if structure_desc is None:
-            raise InputError(f"--descriptors {descriptors} needs the structure descriptors of the crystals")
-        desc = np.asarray(structure_desc, dtype=np.float64).reshape(len(base.ids), len(STRUCTURE_DESCRIPTORS))
-        names += list(STRUCTURE_DESCRIPTORS)
-        if descriptors == "slack":
-            debye, bulk, shear = preds[n_sources:n_sources + 3]
-            desc = np.concatenate([desc, slack_descriptors(desc, debye, bulk, shear)], axis=1)
-            names += list(SLACK_DESCRIPTORS)
-    return Features(list(base.ids), base.targets, np.concatenate(feas, axis=1),
-                    np.stack(preds[:n_sources], axis=1), desc, names, digests)
+    n_props = len(models) - n_sources if descriptors == "slack" else 0
+    members = n_props // 3 if n_props > 3 else 1
+    if members > 1 and (n_props % 3 or n_sources != members):
+        raise InputError(f"an ensemble of {members} members needs one source model and three property models "
+                         f"per member, not {n_sources} and {n_props}")
+    # the models of each member: its source model(s), then its Debye, bulk and shear models
+    order = ([list(range(n_sources)) + list(range(n_sources, len(models)))] if members == 1 else
+             [[k, n_sources + 3 * k, n_sources + 3 * k + 1, n_sources + 3 * k + 2] for k in range(members)])
+    n = len(base.ids)
+    crys, descs, names = [], [], []
+    for k, idx in enumerate(order):
+        tag = "" if k == 0 else f"@{k}"
+        crys += [feas[i] for i in idx]
+        names += [f"{models[i].path.name}{tag}:crys_fea[{j}]" for i in idx for j in range(feas[i].shape[1])]
+        if descriptors != "none":
+            if structure_desc is None:
+                raise InputError(f"--descriptors {descriptors} needs the structure descriptors of the crystals")
+            desc = np.asarray(structure_desc, dtype=np.float64).reshape(n, len(STRUCTURE_DESCRIPTORS))
+            names_k = list(STRUCTURE_DESCRIPTORS)
+            if descriptors == "slack":
+                debye, bulk, shear = preds[n_sources + 3 * k:n_sources + 3 * k + 3]
+                desc = np.concatenate([desc, slack_descriptors(desc, debye, bulk, shear)], axis=1)
+                names_k += list(SLACK_DESCRIPTORS)
+            descs.append(desc)
+            names += [name + tag for name in names_k]
+    desc = np.concatenate(descs, axis=1) if descs else np.zeros((n, 0))  # names: in the order of Features.X
+    return Features(list(base.ids), base.targets, np.concatenate(crys, axis=1),
+                    np.stack(preds[:n_sources], axis=1), desc, names, digests, members)
 
 
 def features_from_datasets(models: Sequence[SourceModel], datasets: Sequence, n_sources: int,
@@ -279,7 +330,13 @@ def inputs_record(sources: Sequence[SourceModel], features: Features, descriptor
                   property_models: dict | None) -> dict:
     """The record of what the last layer's inputs are (see :attr:`cgcnn.lastlayer.LastLayer.inputs`)."""
     props = list(property_models.values()) if (descriptors == "slack" and property_models) else []
-    n_crys, n_desc = features.groups
-    return {"sources": [source_record(s) for s in sources], "descriptors": descriptors,
-            "property_models": [source_record(m) for m in props], "atom_init": list(features.atom_init),
-            "names": list(features.names), "n_features": n_crys + n_desc, "groups": [n_crys, n_desc]}
+    groups = list(features.groups)
+    record = {"sources": [source_record(s) for s in sources], "descriptors": descriptors,
+              "property_models": [source_record(m) for m in props], "atom_init": list(features.atom_init),
+              "names": list(features.names), "n_features": (groups[0] + groups[1]) * features.members,
+              "groups": groups}
+    if features.members > 1:  # where the further members' models are, beside the first source model
+        first = Path(sources[0].path).resolve().parent
+        record["member_folders"] = [Path(os.path.relpath(Path(s.path).resolve().parent, first)).as_posix()
+                                    for s in sources[1:]]
+    return record

@@ -104,6 +104,7 @@ def main(argv=None) -> int:
             "--target-name", name, "--target-transform", "log10", "--target-unit", unit, *extra]
     code = cgcnn_train.main(opts)
     if code == 0 and args.export:
+        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "model_best.pth.tar", args.export)
         print(f"exported {out / 'model_best.pth.tar'} to {args.export}", file=sys.stderr)
     return code

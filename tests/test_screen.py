@@ -64,6 +64,15 @@ def fitted(tmp_path_factory) -> Path:
     return work
 
 
+def member_models() -> tuple[list[Path], list[Path]]:
+    """The source and property models --train 1 fits the bundled route on (its ensemble members)."""
+    from cgcnn.transfer import PROPERTY_MODEL_FILES, default_property_models, member_folders
+
+    folders = member_folders(MODEL)
+    return ([MODEL] + [f / MODEL.name for f in folders],
+            default_property_models(MODEL) + [f / name for f in folders for name in PROPERTY_MODEL_FILES])
+
+
 def screen_run(fitted: Path, cwd: Path, data, *extra, check=True, quiet=True):
     return run("--train", 0, MODEL, data, "--last-layer", fitted / "last_layer.sav", *FAST, *extra, cwd=cwd,
                check=check, quiet=quiet)
@@ -80,7 +89,7 @@ def test_streaming_equals_one_pass(fitted, tmp_path):
     from cgcnn.files import save_csv
     from cgcnn.lastlayer import LastLayer
     from cgcnn.source import SourceModel
-    from cgcnn.transfer import compute_features, default_property_models, load_property_models
+    from cgcnn.transfer import compute_features, load_property_models
 
     out = workdir(tmp_path, "stream")
     proc = screen_run(fitted, out, fitted / "data", quiet=False)
@@ -88,9 +97,10 @@ def test_streaming_equals_one_pass(fitted, tmp_path):
     assert not (out / "results.csv.parts").exists()
 
     layer = LastLayer.load(fitted / "last_layer.sav")
-    source = SourceModel.load(MODEL, device="cpu")
-    props = load_property_models(default_property_models(MODEL), device="cpu")
-    feats = compute_features([source], fitted / "data", batch_size=2, workers=0, progress=False,
+    sources, prop_paths = member_models()
+    sources = [SourceModel.load(p, device="cpu") for p in sources]
+    props = load_property_models(prop_paths, device="cpu")
+    feats = compute_features(sources, fitted / "data", batch_size=2, workers=0, progress=False,
                              descriptors="slack", property_models=props)
     pred = layer.predict(feats.X)
     frame = pd.DataFrame({
@@ -243,11 +253,12 @@ def test_dask_worker_removes_its_model_copies(fitted, tmp_path, monkeypatch):
     from cgcnn.lastlayer import LastLayer
     from cgcnn.screen import Screener, ScreenSettings, atom_tables
     from cgcnn.source import SourceModel
-    from cgcnn.transfer import default_property_models, load_property_models
+    from cgcnn.transfer import load_property_models
 
     layer_path = fitted / "last_layer.sav"
-    sources = [SourceModel.load(MODEL, require_regression=True, device="cpu")]
-    props = load_property_models(default_property_models(MODEL), device="cpu")
+    paths, prop_paths = member_models()
+    sources = [SourceModel.load(p, require_regression=True, device="cpu") for p in paths]
+    props = load_property_models(prop_paths, device="cpu")
     data = open_input(fitted / "data")
     tables, table_sources = atom_tables(sources + list(props.values()), data)
     settings = ScreenSettings(batch_size=2, chunk_size=4, workers=0, progress=False)

@@ -44,9 +44,10 @@ def screen_bytes(fitted, out, monkeypatch, taken: list) -> bytes:
 
 
 def test_hint_read_without_scikit_learn(fitted):
-    descriptors, names = tool._layer_hint(fitted / "last_layer.sav")
+    descriptors, names, folders = tool._layer_hint(fitted / "last_layer.sav")
     assert descriptors == "slack"
-    assert names == ["debye_temperature.pth.tar", "bulk_modulus.pth.tar", "shear_modulus.pth.tar"]
+    assert names == ["debye_temperature.pth.tar", "bulk_modulus.pth.tar", "shear_modulus.pth.tar"] * 3
+    assert folders == ["seed1", "seed2"]
 
 
 def test_early_graphs_used_or_not_same_bytes(fitted, tmp_path, monkeypatch):

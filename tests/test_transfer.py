@@ -149,7 +149,8 @@ def test_bundled_model_and_sample(tmp_path):
     assert "cross-validated MAE" in out.stdout and "chosen by cross-validation" in out.stdout
     assert "interval (CV+): cross-validated coverage" in out.stdout
     saved = LastLayer.load(tmp_path / "last_layer.sav")
-    assert saved.inputs["descriptors"] == "slack" and len(saved.inputs["property_models"]) == 3
+    assert saved.inputs["descriptors"] == "slack" and len(saved.inputs["property_models"]) == 9
+    assert saved.inputs["member_folders"] == ["seed1", "seed2"]  # the bundled ensemble members
     assert saved.cv["mae"] < 0.6 * saved.cv["mae_constant"]  # well below a constant, measured inside the sample
     assert 0.8 <= saved.interval["cv_coverage"] <= 0.97
     run("--train", 0, model, sample, cwd=tmp_path)
