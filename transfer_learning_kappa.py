@@ -104,12 +104,15 @@ def _settings(args) -> tuple[str, str]:
     return args.last_layer_type or "auto", args.descriptors or "slack"
 
 
-def _member_paths(first_source: str, prop_names: list[str], folders: list[str]) -> tuple[list[str], list[Path]]:
-    """Source and property-model paths of a last layer's ensemble members (recorded as property-model
-    file names, three per member, and ``member_folders`` relative to the first source model's folder)."""
-    base = Path(first_source).parent
-    dirs = [base] + [base / f for f in folders]
-    paths = [first_source] + [str(d / Path(first_source).name) for d in dirs[1:]]
+def _member_paths(paths: list[str], prop_names: list[str], folders: list[str]) -> tuple[list[str], list[Path]]:
+    """Source and property-model paths of the models a last layer was fit with: with one MODELPATH, its
+    ensemble members' sources are the recorded ``member_folders`` (relative to its folder) holding a
+    file of its name; each member's property models (recorded by file name, three per member) lie
+    beside its source model."""
+    if len(paths) == 1 and folders:
+        base = Path(paths[0]).parent
+        paths = paths + [str(base / f / Path(paths[0]).name) for f in folders]
+    dirs = [Path(p).parent for p in paths]
     return paths, [dirs[min(i // 3, len(dirs) - 1)] / name for i, name in enumerate(prop_names)]
 
 
@@ -170,7 +173,7 @@ def _early_chunks(args):
         prop_paths = []
         if descriptors == "slack":
             if names and not args.property_models:
-                paths, prop_paths = _member_paths(paths[0], names, folders)
+                paths, prop_paths = _member_paths(paths, names, folders)
             else:
                 prop_paths = _property_paths(args, paths[0])
         from cgcnn.archive import open_input
@@ -245,7 +248,7 @@ def _main(args, early) -> int:
                                  f"beside {paths[0]}: descriptors 'structure'")
     if args.train == 0 and layer.inputs.get("property_models") and not args.property_models:
         # the models it was fit with, by name, beside the first source model (and in its members' folders)
-        paths, prop_paths = _member_paths(paths[0], [s["name"] for s in layer.inputs["property_models"]],
+        paths, prop_paths = _member_paths(paths, [s["name"] for s in layer.inputs["property_models"]],
                                           layer.inputs.get("member_folders", []))
     if args.train == 1 and descriptors == "slack" and args.members == "auto" and len(paths) == 1 \
             and not args.property_models:

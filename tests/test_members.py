@@ -105,3 +105,13 @@ def test_screening_loads_the_recorded_members(fits, tmp_path):
                cwd=out, check=False)
     assert proc.returncode != 0 and "seed2" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r2.csv").exists()
+
+
+def test_members_named_explicitly_give_the_same_rows(fits, tmp_path):
+    """MODELPATH naming the three members' source models, comma-separated, finds each member's
+    property models beside its source model: the same rows as the one bundled MODELPATH."""
+    out = fits / "members"
+    three = ",".join(str(p) for p in (MODEL, MODEL.parent / "seed1" / MODEL.name, MODEL.parent / "seed2" / MODEL.name))
+    run("--train", 0, MODEL, fits / "data", *FAST, "--results", tmp_path / "one.csv", cwd=out)
+    run("--train", 0, three, fits / "data", *FAST, "--results", tmp_path / "three.csv", cwd=out)
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "three.csv").read_bytes()
