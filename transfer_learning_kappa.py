@@ -131,9 +131,10 @@ def _property_paths(args, first_source: str) -> list[Path]:
     return default_property_models(first_source)
 
 
-def _layer_hint(path: Path) -> tuple[str, list[str]] | None:
-    """The descriptor level and property-model names a skops last layer records, read from its
-    schema without scikit-learn (a hint for :func:`_early_chunks`; None if not found)."""
+def _layer_hint(path: Path) -> tuple[str, list[str], list[str]] | None:
+    """The descriptor level, property-model names and ensemble-member folders a skops last layer
+    records, read from its schema without scikit-learn (a hint for :func:`_early_chunks`; None if
+    not found)."""
     import json
     import zipfile
 
@@ -252,11 +253,9 @@ def _main(args, early) -> int:
                                           layer.inputs.get("member_folders", []))
     if args.train == 1 and descriptors == "slack" and args.members == "auto" and len(paths) == 1 \
             and not args.property_models:
-        from cgcnn.transfer import PROPERTY_MODEL_FILES, member_folders
+        from cgcnn.transfer import with_members
 
-        folders = member_folders(paths[0])
-        paths = paths + [str(f / Path(paths[0]).name) for f in folders]
-        prop_paths = prop_paths + [f / name for f in folders for name in PROPERTY_MODEL_FILES]
+        paths, prop_paths = with_members(paths, prop_paths)
     if args.train == 0:
         return _screen(args, paths, layer, descriptors, prop_paths, device, early)
     import pandas as pd

@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from cgcnn.files import check_output_dir
     from cgcnn.source import SourceModel
-    from cgcnn.transfer import PROPERTY_MODEL_FILES, default_property_models, load_property_models, member_folders
+    from cgcnn.transfer import default_property_models, load_property_models, with_members
 
     args = build_parser().parse_args(argv)
     check_counts(args, at_least_one=("batch_size", "finetune_batch_size", "group_folds"))
@@ -314,9 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.descriptors is None and not args.property_models and not all(p.is_file() for p in prop_paths):
         descriptors = "structure"  # said in the table's header line
     if descriptors == "slack" and args.members == "auto" and len(paths) == 1 and not args.property_models:
-        folders = member_folders(paths[0])  # as transfer_learning_kappa.py --train 1
-        paths = paths + [str(f / Path(paths[0]).name) for f in folders]
-        prop_paths = prop_paths + [f / name for f in folders for name in PROPERTY_MODEL_FILES]
+        paths, prop_paths = with_members(paths, prop_paths)  # as transfer_learning_kappa.py --train 1
     sources = [SourceModel.load(p, require_regression=True, device=device) for p in paths]
     if descriptors == "slack":
         props = load_property_models(prop_paths)

@@ -154,8 +154,8 @@ class EarlyChunks:
     """The graphs of a run's first chunks, building while the rest of the start-up goes on.
 
     ``--train 0`` forks the pool and submits the first two chunks as soon as the graph
-    parameters and descriptor level are known (before scikit-learn is imported and the last
-    layer loaded); :func:`screen` takes them over if its screener needs the same graphs
+    parameters and descriptor level are known (before torch and scikit-learn are imported and
+    the last layer loaded); :func:`screen` takes them over if its screener needs the same graphs
     (``spec`` equal to :attr:`Screener.prep`) and the run starts from the first chunk, and
     otherwise closes the pool and starts afresh.  Either way the results are the same.
     """

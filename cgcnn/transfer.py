@@ -45,6 +45,7 @@ __all__ = [
     "features_from_datasets",
     "load_property_models",
     "member_folders",
+    "with_members",
     "source_record",
 ]
 
@@ -123,6 +124,16 @@ def default_property_models(first_source) -> list[Path]:
     """The bundled property models' paths, beside the first source model (they may not exist)."""
     folder = Path(first_source).parent
     return [folder / name for name in PROPERTY_MODEL_FILES]
+
+
+def with_members(paths: Sequence, prop_paths: Sequence) -> tuple[list[str], list[Path]]:
+    """Source and property-model paths with the ensemble members of ``paths[0]`` added
+    (:func:`member_folders`): each member's source model after the given ones, its three
+    property models after the given ones, member after member.  Callers use it with one
+    source model and the default property models."""
+    folders = member_folders(paths[0])
+    return ([str(p) for p in paths] + [str(f / Path(paths[0]).name) for f in folders],
+            [Path(p) for p in prop_paths] + [f / name for f in folders for name in PROPERTY_MODEL_FILES])
 
 
 def member_folders(first_source) -> list[Path]:
