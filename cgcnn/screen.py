@@ -138,9 +138,15 @@ class _Submitted:
         self.pool, self.spec, self.chunks = pool, spec, chunks
         self.task = max(1, min(32, settings.chunk // (4 * workers)))
         self.pending: deque = deque()
+        self.exhausted = False  # every chunk submitted
+
+    def idle(self) -> bool:
+        """No chunk left to submit and every submitted graph built: the pool holds no core."""
+        return self.exhausted and all(f.done() for _, _, futures in self.pending for f in futures)
 
     def submit(self) -> None:
         item = next(self.chunks, None)
+        self.exhausted = item is None
         if item is not None:
             index, crystals = item
             self.pending.append((index, crystals, [self.pool.submit(_pool_prepare, crystals[i:i + self.task])
@@ -213,7 +219,7 @@ def _local_chunks(screener: Screener, chunks, settings: ScreenSettings, submitte
             index, crystals, futures = pending.popleft()
             prepared = [p for f in futures for p in f.result()]
             submitted.submit()
-            if pending:
+            if pending and not submitted.idle():
                 yield screener.finish(index, crystals, prepared)
             else:  # no graph left to build: the network gets the pool's cores too
                 from cgcnn.source import all_network_threads
