@@ -171,13 +171,17 @@ def make_estimator(kind: str = "mlp", seed: int = 0, groups: tuple | None = None
         likelihood weighs the learnt features against the physical ones and Slack's
         power law (linear in the log descriptors) is in the model; on ``crys_fea``
         alone, constant × RBF + constant × linear + white noise.
-        ``ensemble``: the mean (``VotingRegressor``) of that additive ``gp`` and a
-        Gaussian process with one constant × RBF + constant × linear kernel on all the
-        standardised inputs (+ white noise).  The additive one interpolates best among
-        crystals like the training ones, the other carries further to structure types
-        absent from the training data; their mean keeps most of both (a model average,
-        which lowers variance without a free parameter).  Without descriptors both
-        are the same: ``ensemble`` is ``gp``.
+        ``ensemble``: the mean (``VotingRegressor``, equal weights) of three regressors
+        that fail differently: that additive ``gp``, a Gaussian process with one
+        constant × RBF + constant × linear kernel on all the standardised inputs (+ white
+        noise), and ``ridge``.  The additive one interpolates best among crystals like
+        the training ones; far from them its RBF terms fall back to the training mean,
+        while the other two fall back to a linear trend in the inputs (Slack's power law
+        is linear in the log descriptors), which carries further to structure types absent
+        from the training data.  An equal-weight model average lowers variance without a
+        free parameter (T. Hastie, R. Tibshirani, J. Friedman, *The Elements of
+        Statistical Learning*, 2nd ed., Springer (2009), §8.8).  Without descriptors the
+        two Gaussian processes are the same model: ``ensemble`` is ``gp``.
     seed : int
         ``random_state`` of the estimator.
     groups : (int, int) or (int, int, int), optional
@@ -217,7 +221,7 @@ def make_estimator(kind: str = "mlp", seed: int = 0, groups: tuple | None = None
 
         whole = make_pipeline(StandardScaler(),
                               GaussianProcessRegressor(_kernel(None), normalize_y=True, random_state=seed))
-        return VotingRegressor([("additive_gp", additive), ("gp", whole)])
+        return VotingRegressor([("additive_gp", additive), ("gp", whole), ("ridge", make_estimator("ridge", seed))])
     raise InputError(f"unknown last layer type {kind!r}; choose one of {', '.join(LAST_LAYER_TYPES)}")
 
 

@@ -225,14 +225,18 @@ def test_other_atom_table_or_descriptors_refused():
         layer.check_inputs({**record, "sources": [{"name": "m.pth.tar", "sha256": "b"}]})
 
 
-def test_ensemble_is_the_mean_of_the_additive_and_the_whole_input_gp(tmp_path):
+def test_ensemble_is_the_mean_of_the_additive_gp_the_whole_input_gp_and_ridge(tmp_path):
     X, y = linear_data(40, seed=4)
     layer = LastLayer.fit(X, y, "ensemble", seed=0, cv_folds=3, groups=(4, 2), interval_cv=False)
     est = layer.estimator
-    parts = [est.named_estimators_["additive_gp"], est.named_estimators_["gp"]]
+    parts = [est.named_estimators_[name] for name in ("additive_gp", "gp", "ridge")]
     np.testing.assert_allclose(layer.predict(X).prediction, np.mean([p.predict(X) for p in parts], axis=0))
-    kernels = [repr(p[-1].kernel_) for p in parts]
+    kernels = [repr(p[-1].kernel_) for p in parts[:2]]
     assert "ColumnKernel" in kernels[0] and "ColumnKernel" not in kernels[1]
+    assert type(parts[2][-1]).__name__ == "RidgeCV"
+    # far outside the training inputs the additive GP's RBF terms fall back to the mean, ridge does not
+    far = X[:1] + 50 * X.std(axis=0)
+    assert abs(parts[2].predict(far)[0] - y.mean()) > abs(parts[0].predict(far)[0] - y.mean())
     layer.save(tmp_path / "last_layer.sav")
     back = LastLayer.load(tmp_path / "last_layer.sav")
     np.testing.assert_array_equal(back.predict(X).prediction, layer.predict(X).prediction)
