@@ -39,6 +39,7 @@ from cgcnn.cli import (
     add_screen_options,
     add_seed_option,
     check_counts,
+    exit_now,
     run_main,
 )
 
@@ -403,4 +404,4 @@ def console() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    exit_now(run_main(main))

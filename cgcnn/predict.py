@@ -33,6 +33,7 @@ from cgcnn.cli import (
     add_quiet_option,
     add_screen_options,
     check_counts,
+    exit_now,
     run_main,
 )
 from cgcnn.files import OutputSet
@@ -151,4 +152,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    exit_now(run_main(main))
