@@ -42,6 +42,7 @@ PROPERTIES = {
     "shear": ("shear_modulus_vrh_GPa", "log10 G_VRH", "GPa"),
     "bulk": ("bulk_modulus_vrh_GPa", "log10 K_VRH", "GPa"),
     "debye": ("debye_temperature_K", "log10 theta_D", "K"),
+    "expansion": ("thermal_expansion_300K_per_K", "log10 alpha_300K", "K-1"),
 }
 
 # The bundled model's hyper-parameters (see models/README.md for how they were chosen).
