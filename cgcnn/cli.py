@@ -54,7 +54,7 @@ def exit_now(code: int) -> NoReturn:
 
     if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
         sys.exit(code)
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # CPython's own exit runs them so; no public name for it
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -197,7 +197,7 @@ def _fast_console(module: str) -> NoReturn:
     exit_now(run_main(importlib.import_module(module).main))
 
 
-def kappa_console() -> int:
+def kappa_console() -> NoReturn:
     """``cgcnn-kappa``: ``transfer_learning_kappa.py`` (the transfer tool); ends with :func:`exit_now`."""
     _fast_console("transfer_learning_kappa")
 
@@ -207,7 +207,7 @@ def train_console() -> int:
     return _console("cgcnn.train")
 
 
-def predict_console() -> int:
+def predict_console() -> NoReturn:
     """``cgcnn-predict``: ``python -m cgcnn.predict``; ends with :func:`exit_now`."""
     _fast_console("cgcnn.predict")
 
