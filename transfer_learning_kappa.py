@@ -398,10 +398,5 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     return 0
 
 
-def console() -> int:
-    """Entry point of the ``cgcnn-kappa`` console script."""
-    return run_main(main)
-
-
 if __name__ == "__main__":
     exit_now(run_main(main))

@@ -133,7 +133,6 @@ class MemberAverage(RegressorMixin, BaseEstimator):
         return np.mean([est.predict(block) for est, block in zip(self.estimators_, self._blocks(X))], axis=0)
 
 
-
 def _kernel(groups: tuple[int, int] | None):
     """The ``gp`` kernel for inputs ``[crys_fea (groups[0] columns), descriptors (groups[1])]``."""
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel

@@ -266,15 +266,17 @@ def _assemble(base, models, feas, preds, digests, n_sources: int, descriptors: s
     order = ([list(range(n_sources)) + list(range(n_sources, len(models)))] if members == 1 else
              [[k, n_sources + 3 * k, n_sources + 3 * k + 1, n_sources + 3 * k + 2] for k in range(members)])
     n = len(base.ids)
+    if descriptors != "none":
+        if structure_desc is None:
+            raise InputError(f"--descriptors {descriptors} needs the structure descriptors of the crystals")
+        structure = np.asarray(structure_desc, dtype=np.float64).reshape(n, len(STRUCTURE_DESCRIPTORS))
     crys, descs, names = [], [], []
     for k, idx in enumerate(order):
         tag = "" if k == 0 else f"@{k}"
         crys += [feas[i] for i in idx]
         names += [f"{models[i].path.name}{tag}:crys_fea[{j}]" for i in idx for j in range(feas[i].shape[1])]
         if descriptors != "none":
-            if structure_desc is None:
-                raise InputError(f"--descriptors {descriptors} needs the structure descriptors of the crystals")
-            desc = np.asarray(structure_desc, dtype=np.float64).reshape(n, len(STRUCTURE_DESCRIPTORS))
+            desc = structure
             names_k = list(STRUCTURE_DESCRIPTORS)
             if descriptors == "slack":
                 debye, bulk, shear = preds[n_sources + 3 * k:n_sources + 3 * k + 3]
