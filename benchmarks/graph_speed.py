@@ -4,7 +4,7 @@
 
 Every ``*.cif`` of FOLDER (default: the shared AFLOW-AGL set, ``../shared/data/
 aflow_agl_300K/cif`` next to the repository) is first parsed two ways, timed
-separately: ``cgcnn.data.read_structure`` (gemmi-based fast path of ``cgcnn.cif``,
+separately: ``cgcnn.data.read_structure`` (gemmi-based fast path of ``cgcnn.crystals.cif``,
 pymatgen as fallback, plus the geometry checks) and pymatgen's own
 ``Structure.from_file``; it counts the structures the fast path took and those
 whose parsed Structure differs from pymatgen's.  Then its graph is built two ways:
@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cgcnn.cif import parse_cif_fast  # noqa: E402
+from cgcnn.crystals.cif_fast import parse_cif_fast  # noqa: E402
 from cgcnn.data import GraphParams, build_graph, read_structure  # noqa: E402
 
 DEFAULT_FOLDER = REPO.parent / "shared" / "data" / "aflow_agl_300K" / "cif"

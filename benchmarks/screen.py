@@ -1,4 +1,4 @@
-"""Screening throughput, peak memory and the cost of a resumed run (``--train 0``, cgcnn.screen).
+"""Screening throughput, peak memory and the cost of a resumed run (``--train 0``, cgcnn.screening.run).
 
     python benchmarks/screen.py N [--cifs DIR] [--last-layer PATH] [--work DIR] [-- OPTIONS...]
 

@@ -9,7 +9,7 @@ writes
 - ``OUT/aflow_agl_test``: the 333 AFLOW-AGL crystals of the bundled source model's
   held-out test split (``cgcnn.train.split_indices(3330, seed=0)``), log10 κ.
 
-CIFs are symbolic links; ``atom_init.json`` is the project's ``cgcnn/atom_init.json``
+CIFs are symbolic links; ``atom_init.json`` is the project's ``cgcnn/data/atom_init.json``
 (the table the bundled models store).  These folders feed ``python -m cgcnn.evaluate``
 for the figures of README.md and models/README.md.  The script imports the installed
 package (``pip install -e .``; or ``python -m benchmarks.shared_folders OUT`` from the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cgcnn.files import write_data_folder
+from cgcnn.data import write_data_folder
 from cgcnn.train import split_indices
 
 ROOT = Path(__file__).resolve().parents[1]

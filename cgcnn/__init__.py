@@ -21,7 +21,7 @@ def available_cores() -> int:
     (Linux: a container's or ``taskset``'s limit), else ``os.cpu_count()``.
 
     The default number of graph-building processes (``workers=None`` of
-    :func:`cgcnn.data.build_graphs` and :meth:`cgcnn.source.SourceModel.run`, and
+    :func:`cgcnn.data.build_graphs` and :meth:`cgcnn.model.source.SourceModel.run`, and
     ``-j`` of ``python -m cgcnn.predict``).  Imports nothing heavy, so that a command
     line can use it as an option's default.
     """

@@ -95,7 +95,7 @@ elements).  Re-measure with::
 Usage::
 
     python -m cgcnn.atom_init                 # JSON to stdout
-    python -m cgcnn.atom_init --out cgcnn/atom_init.json
+    python -m cgcnn.atom_init --out cgcnn/data/atom_init.json
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ import numpy as np
 
 from cgcnn import InputError
 from cgcnn.cli import run_main
-from cgcnn.files import check_outputs, missing_reason, save_text
+from cgcnn.outputs import check_outputs, missing_reason, save_text
 
 #: (segment name, width) in feature order; widths sum to 92.
 SEGMENTS: tuple[tuple[str, int], ...] = (

@@ -14,7 +14,6 @@ import importlib
 import sys
 import warnings
 from collections.abc import Callable
-from typing import NoReturn
 
 from cgcnn import InputError
 
@@ -33,34 +32,6 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except KeyboardInterrupt as exc:  # an OutputSet's interrupt after its files were renamed says so
         print(str(exc) or "interrupted; earlier output files are left as they were", file=sys.stderr)
         return 130
-
-
-def exit_now(code: int) -> NoReturn:
-    """End a command-line run with exit status ``code``, without the interpreter's teardown.
-
-    When a tool's ``main`` has returned, its output files are written, closed and renamed
-    into place (:class:`cgcnn.files.OutputSet`) and its process pools are shut down; what
-    is left is Python's finalisation of the ~3,000 modules an inference run has loaded
-    (torch, scikit-learn, SciPy, pandas, pymatgen), about 0.7 s on 2 cores, a tenth of a
-    3,330-crystal ``--train 0``.  Here the ``atexit`` handlers run (logging, multiprocessing,
-    temporary folders), stdout and stderr are flushed, and the process ends
-    (``os._exit``).  Where a thread other than the main one is still running, the normal
-    exit (``sys.exit``), which waits for it, is taken instead.  For the ``__main__`` blocks
-    and console scripts only: never call it from library code or tests.
-    """
-    import atexit
-    import os
-    import threading
-
-    if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
-        sys.exit(code)
-    atexit._run_exitfuncs()  # CPython's own exit runs them so; no public name for it
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):  # closed or replaced stream: nothing to flush
-            pass
-    os._exit(code)
 
 
 #: Largest seed: numpy's ``RandomState`` takes 0 ... 2**32 - 1 (torch takes more).
@@ -162,7 +133,7 @@ def add_graph_options(parser: argparse.ArgumentParser,
 def add_screen_options(parser: argparse.ArgumentParser, output: str = "--results",
                        title: str = "screening") -> None:
     """``--on-error``, ``--resume``, ``--chunk-size`` and ``--dask`` of a screening run
-    (:mod:`cgcnn.screen`), in an argument group; ``output`` names the option whose file
+    (:mod:`cgcnn.screening.run`), in an argument group; ``output`` names the option whose file
     ``skipped.csv`` and the ``.parts/`` folder go beside."""
     name = output.lstrip("-").upper()
     group = parser.add_argument_group(title)
@@ -193,13 +164,9 @@ def _console(module: str) -> int:
     return run_main(importlib.import_module(module).main)
 
 
-def _fast_console(module: str) -> NoReturn:
-    exit_now(run_main(importlib.import_module(module).main))
-
-
-def kappa_console() -> NoReturn:
-    """``cgcnn-kappa``: ``transfer_learning_kappa.py`` (the transfer tool); ends with :func:`exit_now`."""
-    _fast_console("transfer_learning_kappa")
+def kappa_console() -> int:
+    """``cgcnn-kappa``: ``transfer_learning_kappa.py`` (the transfer tool)."""
+    return _console("transfer_learning_kappa")
 
 
 def train_console() -> int:
@@ -207,9 +174,9 @@ def train_console() -> int:
     return _console("cgcnn.train")
 
 
-def predict_console() -> NoReturn:
-    """``cgcnn-predict``: ``python -m cgcnn.predict``; ends with :func:`exit_now`."""
-    _fast_console("cgcnn.predict")
+def predict_console() -> int:
+    """``cgcnn-predict``: ``python -m cgcnn.predict``."""
+    return _console("cgcnn.predict")
 
 
 def evaluate_console() -> int:

@@ -14,12 +14,12 @@ data folder of log10 κ_L targets (measured or computed).  Protocols:
   structure ``prototype``), so that every test crystal's group is absent from its
   training part: how well a fit carries to chemistries or structures it has not seen;
   ``--group-by structure_type`` needs no table: it groups by
-  :func:`cgcnn.descriptors.structure_type` (space group, atoms in the primitive cell,
+  :func:`cgcnn.transfer.descriptors.structure_type` (space group, atoms in the primitive cell,
   Wyckoff letters) computed from the CIFs.
 
 The last-layer inputs (:func:`cgcnn.transfer.compute_features`: ``crys_fea`` of the
 source models and, by ``--descriptors``, physical descriptors) are computed once; each
-split then fits every method on its training part only (:meth:`cgcnn.lastlayer.LastLayer.fit`,
+split then fits every method on its training part only (:meth:`cgcnn.transfer.lastlayer.LastLayer.fit`,
 whose ``auto`` type choice and CV+ interval use that part alone) and predicts its test part.
 Methods:
 
@@ -38,7 +38,7 @@ Methods:
 Writes ``metrics.md`` (MAE, RMSE, R² and Spearman ρ of log10 κ_L, MAPE of κ_L; mean ±
 standard deviation over splits; the held-out coverage and mean width of each method's
 interval and its MAE in and out of the applicability domain), ``predictions.csv`` and
-``parity.png`` (:mod:`cgcnn.report`).
+``parity.png`` (:mod:`cgcnn.evaluation.report`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,17 +54,21 @@ import pandas as pd
 
 from cgcnn import InputError
 from cgcnn.cli import add_graph_options, add_quiet_option, check_counts, run_main
-from cgcnn.protocol import (  # noqa: F401  (re-exported: the protocol was defined here)
+from cgcnn.evaluation import (  # noqa: F401  (re-exported: the protocol was defined here)
+    BASELINES,
     Split,
+    best_method,
+    format_table,
     make_group_splits,
     make_splits,
     metrics,
+    parity_figure,
     read_groups,
     split_metrics,
     structure_types,
     summarize,
+    write_report,
 )
-from cgcnn.report import BASELINES, best_method, format_table, parity_figure, write_report
 
 __all__ = ["BASELINES", "METHODS", "Split", "make_splits", "make_group_splits", "read_groups", "structure_types",
            "metrics", "split_metrics", "summarize", "evaluate", "best_method", "format_table", "parity_figure", "main"]
@@ -82,8 +85,7 @@ def _finetune(source, folder, splits: Sequence[Split], epochs: int, patience: in
     """
     import torch
 
-    from cgcnn.fit import finetune
-    from cgcnn.settings import FitSettings
+    from cgcnn.model import FitSettings, finetune
 
     data = source.dataset(folder, atom_init=atom_init, cache_dir=cache_dir)
     out = {}
@@ -105,7 +107,7 @@ def _finetune(source, folder, splits: Sequence[Split], epochs: int, patience: in
 
 
 def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, kfold: int | None = None,
-             groups: Sequence | None = None, group_folds: int = 5, group_name: str = "group",
+             groups: Sequence | str | None = None, group_folds: int = 5, group_name: str = "group",
              last_layers: Sequence[str] = METHODS, descriptors: str = "none", property_models: dict | None = None,
              level: float = 0.9, finetune: int = 0, finetune_patience: int = 10, finetune_batch_size: int = 64,
              finetune_lr: float = 0.003, batch_size: int = 500, workers: int | None = 0, atom_init=None,
@@ -121,11 +123,13 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
         CGCNN data folder with targets (log10 κ_L, κ_L in W m⁻¹ K⁻¹).
     splits, train_fraction, kfold
         The protocol, as :func:`make_splits`.
-    groups : sequence, optional
+    groups : sequence or "structure_type", optional
         A group per crystal: grouped K-fold (:func:`make_group_splits` with ``group_folds``)
-        instead; ``group_name`` names it in the protocol line.
+        instead; ``group_name`` names it in the protocol line.  ``"structure_type"``: each
+        crystal's :func:`cgcnn.transfer.descriptors.structure_type`, from the structures read
+        for its graphs.
     last_layers : sequence of str
-        Types of :class:`cgcnn.lastlayer.LastLayer` fit on all the inputs; split ``i``
+        Types of :class:`cgcnn.transfer.lastlayer.LastLayer` fit on all the inputs; split ``i``
         fits them with ``seed=i``.  ``original`` (the MLP on the first source's
         ``crys_fea``) is always evaluated.
     descriptors, property_models
@@ -158,9 +162,8 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
         faults of :func:`cgcnn.transfer.compute_features`.
     """
     from cgcnn.data import check_log10_kappa
-    from cgcnn.lastlayer import LAST_LAYER_TYPES, LastLayer
-    from cgcnn.source import SourceModel
-    from cgcnn.transfer import compute_features
+    from cgcnn.model import SourceModel
+    from cgcnn.transfer import LAST_LAYER_TYPES, LastLayer, compute_features, quietly
 
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     sources = [s if isinstance(s, SourceModel) else SourceModel.load(s, require_regression=True) for s in sources]
@@ -174,12 +177,16 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
     t0 = time.time()
     feats = compute_features(sources, folder, batch_size=batch_size, workers=workers, atom_init=atom_init,
                              cache_dir=cache_dir, progress=progress, descriptors=descriptors,
-                             property_models=property_models)
+                             property_models=property_models, structure_types=isinstance(groups, str))
     id_prop = Path(folder) / "id_prop.csv"
     if feats.targets is None:
         raise InputError(f"{id_prop}: evaluation needs targets (cif_id,log10 κ_L rows)")
     check_log10_kappa(feats.targets, id_prop, feats.ids)
     n = len(feats.ids)
+    if isinstance(groups, str):
+        if groups != "structure_type":
+            raise InputError(f"groups {groups!r}: give a group per crystal, or 'structure_type'")
+        groups = np.asarray(feats.structure_types, dtype=object)
     if groups is not None:
         parts = make_group_splits(groups, group_folds)
     else:
@@ -204,8 +211,7 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
                 "source": (feats.source_prediction[test, 0], nan, nan, np.ones(len(test), bool))}
         fits = [("original", "mlp", X_original, None)] + [(k, k, X, feats.groups) for k in last_layers]
         for method, kind, inputs, groups_ in fits:
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
+            with quietly():
                 layer = LastLayer.fit(inputs[split.train], y[split.train], kind, seed=split.index, level=level,
                                       groups=groups_, interval_cv=False)
                 p = layer.predict(inputs[test])
@@ -215,8 +221,7 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
             # validation rows it chose its epoch on, compare it with the default last layer
             # fit on the same rows, and fall back to that last layer when it loses
             pred, fit_rows, val_rows, val_mae = tuned[split.index]
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
+            with quietly():
                 frozen = LastLayer.fit(X[fit_rows], y[fit_rows], "gp", seed=split.index, cv_folds=0,
                                        groups=feats.groups)
                 frozen_mae = float(np.mean(np.abs(frozen.predict(X[val_rows]).prediction - y[val_rows])))
@@ -289,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cgcnn.files import check_output_dir
-    from cgcnn.source import SourceModel
+    from cgcnn.model import SourceModel
+    from cgcnn.outputs import check_output_dir
     from cgcnn.transfer import default_property_models, load_property_models, with_members
 
     args = build_parser().parse_args(argv)
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise InputError(f"unknown last layer type {unknown[0]!r}; choose from {', '.join(METHODS)}")
     check_output_dir(args.out_dir, ("metrics.md", "predictions.csv", "parity.png"))  # fail before the long part
-    # fine-tuning trains on the CPU (cgcnn.fit keeps its tensors there)
+    # fine-tuning trains on the CPU (cgcnn.model.fit keeps its tensors there)
     device = "cpu" if args.finetune else None
     props = None
     descriptors = args.descriptors or "slack"
@@ -324,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
 
         ids, _ = read_id_prop(args.cifpath)
         if args.group_by == "structure_type" and not args.groups_file:
-            groups = structure_types(args.cifpath, ids)
+            groups = "structure_type"  # from the structures read for the graphs
         else:
             table_path = args.groups_file or Path(args.cifpath) / "compounds.csv"
             groups = read_groups(table_path, args.group_by, ids)

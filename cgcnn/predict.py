@@ -6,7 +6,7 @@
 CIFPATH is a CGCNN data folder (``id_prop.csv``, with or without targets, or
 none at all; one ``<cif_id>.cif`` per crystal; ``atom_init.json``), or a ``.tar``,
 ``.tar.gz`` or ``.zip`` archive of CIFs (read without unpacking, in archive order).
-The command line screens it chunk by chunk (:mod:`cgcnn.screen`: bounded memory,
+The command line screens it chunk by chunk (:mod:`cgcnn.screening.run`: bounded memory,
 ``--on-error skip`` with ``skipped.csv`` beside ``--out``, ``--resume``, ``--dask``);
 :func:`predict` returns a whole folder's predictions as one table.  The output
 CSV has the header ``cif_id,target,prediction``, one row per crystal in
@@ -33,10 +33,9 @@ from cgcnn.cli import (
     add_quiet_option,
     add_screen_options,
     check_counts,
-    exit_now,
     run_main,
 )
-from cgcnn.files import OutputSet
+from cgcnn.outputs import OutputSet
 
 if TYPE_CHECKING:  # numpy, pandas and torch (with the source model) are imported by predict(), not by --help
     import pandas as pd
@@ -93,7 +92,7 @@ def predict(
     import numpy as np
     import pandas as pd
 
-    from cgcnn.source import SourceModel
+    from cgcnn.model import SourceModel
 
     model = SourceModel.load(model_path, device=device)
     data = model.dataset(cif_path, atom_init=atom_init, cache_dir=cache_dir)
@@ -120,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     add_screen_options(parser, output="--out")
     args = parser.parse_args(argv)
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
-    from cgcnn.archive import open_input  # the engine imports numpy and torch: not at import (--help stays fast)
-    from cgcnn.screen import Screener, ScreenSettings, atom_tables, screen
-    from cgcnn.source import SourceModel, network_threads
+    from cgcnn.crystals import open_input  # the engine imports numpy and torch: not at import (--help stays fast)
+    from cgcnn.model import SourceModel, network_threads
+    from cgcnn.screening import Screener, ScreenSettings, atom_tables, screen
 
     settings = ScreenSettings(batch_size=args.batch_size, chunk_size=args.chunk_size, on_error=args.on_error,
                               resume=args.resume, dask=args.dask, workers=args.workers, progress=not args.quiet,
@@ -152,4 +151,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_now(run_main(main))
+    sys.exit(run_main(main))

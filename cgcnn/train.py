@@ -12,10 +12,10 @@ the first layers fixed, ``--patience`` stops early on the validation MAE.
 
 Checkpoints also carry the atom feature table (``atom_init``), the graph
 parameters (``graph``) and the target's name, transform and unit (``target``);
-see :mod:`cgcnn.checkpoint`.
+see :mod:`cgcnn.model.checkpoint`.
 
-The library functions take settings objects (:mod:`cgcnn.settings`); :func:`main`
-maps the command line onto them.  The training loop itself is :mod:`cgcnn.fit`.
+The library functions take settings objects (:mod:`cgcnn.model.settings`); :func:`main`
+maps the command line onto them.  The training loop itself is :mod:`cgcnn.model.fit`.
 """
 
 from __future__ import annotations
@@ -34,28 +34,36 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from cgcnn import InputError
-from cgcnn.checkpoint import (
-    ModelInfo,
-    Normalizer,
-    load_checkpoint,
-    make_checkpoint,
-    normalizer_from_checkpoint,
-    state_dict_mismatch,
-)
 from cgcnn.cli import add_compat_options, add_graph_options, add_loader_options, add_seed_option, run_main
 from cgcnn.data import CIFData, GraphParams, collate_pool
-from cgcnn.files import OutputSet, check_output_dir
-from cgcnn.fit import finetune, fit_network, freeze_layers, make_optimizer, run_epoch
-from cgcnn.model import CrystalGraphConvNet
-from cgcnn.settings import FitSettings, NetworkSettings, SplitSettings, TrainSettings
-from cgcnn.source import SourceModel, choose_atom_init
+from cgcnn.model import (
+    CrystalGraphConvNet,
+    FitSettings,
+    ModelInfo,
+    NetworkSettings,
+    Normalizer,
+    SourceModel,
+    SplitSettings,
+    TrainSettings,
+    choose_atom_init,
+    finetune,
+    fit_network,
+    freeze_layers,
+    load_checkpoint,
+    make_checkpoint,
+    make_optimizer,
+    normalizer_from_checkpoint,
+    run_epoch,
+    state_dict_mismatch,
+)
+from cgcnn.outputs import OutputSet, check_output_dir
 
 #: The files a training run writes into its output folder.
 OUTPUTS = ("checkpoint.pth.tar", "model_best.pth.tar", "test_results.csv")
 
 __all__ = [
     "OUTPUTS", "TrainResult", "split_indices", "train", "build_parser", "settings_from_args", "main",
-    # the settings and the training loop, defined in cgcnn.settings and cgcnn.fit
+    # the settings and the training loop, defined in cgcnn.model.settings and cgcnn.model.fit
     "FitSettings", "NetworkSettings", "SplitSettings", "TrainSettings", "make_optimizer", "freeze_layers",
     "fit_network", "finetune",
 ]
@@ -183,7 +191,7 @@ def _shape_options(ckpt: dict) -> str:
 def train(settings: TrainSettings) -> TrainResult:
     """Train as upstream ``main.py``: split, normalizer, network, epochs, checkpoints, test.
 
-    The three outputs in ``settings.out_dir`` are one :class:`cgcnn.files.OutputSet`:
+    The three outputs in ``settings.out_dir`` are one :class:`cgcnn.outputs.files.OutputSet`:
     ``checkpoint.pth.tar`` is staged after every epoch and ``model_best.pth.tar`` after
     each better validation epoch (each staging atomic), then ``test_results.csv``
     (``cif_id,target,prediction``, test rows) of the best model; all are renamed over

@@ -11,7 +11,7 @@ This script turns that table into the layout the CGCNN data loader expects:
 * ``<cif_id>.cif``  one CIF per compound, built with
   ``Structure.from_spacegroup`` and written with ``CifWriter`` (P1 setting);
 * ``id_prop.csv``   no header, ``cif_id,log10(kappa)`` in ``compounds.csv`` order;
-* ``atom_init.json`` a byte-for-byte copy of ``cgcnn/atom_init.json``.
+* ``atom_init.json`` a byte-for-byte copy of ``cgcnn/data/atom_init.json``.
 
 The output is deterministic: running the script twice gives byte-identical files.
 
@@ -38,7 +38,7 @@ from pymatgen.io.cif import CifWriter
 
 try:
     from cgcnn import InputError
-    from cgcnn.files import save_id_prop
+    from cgcnn.data import save_id_prop
 except ModuleNotFoundError:  # not installed, and not run from the repository's root
     sys.exit("the cgcnn package is not importable: pip install -e . in the repository, "
              "or run python -m data.build_sample from its root")
@@ -46,7 +46,7 @@ except ModuleNotFoundError:  # not installed, and not run from the repository's 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = REPO_ROOT / "data" / "sample" / "compounds.csv"
 DEFAULT_OUT = REPO_ROOT / "data" / "sample"
-ATOM_INIT = REPO_ROOT / "cgcnn" / "atom_init.json"
+ATOM_INIT = REPO_ROOT / "cgcnn" / "data" / "atom_init.json"
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 CIF_DECIMALS = 6  # significant decimals kept in the CIF coordinates/cell
@@ -148,7 +148,7 @@ def build(csv_path: Path, out_dir: Path, atom_init: Path = ATOM_INIT) -> int:
     """
     if not atom_init.is_file():
         raise FileNotFoundError(
-            f"{atom_init} not found: cgcnn/atom_init.json must exist before the "
+            f"{atom_init} not found: cgcnn/data/atom_init.json must exist before the "
             "sample data set can be built (it is copied, never generated here)."
         )
     rows = read_compounds(csv_path)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="output directory (default: data/sample)")
     parser.add_argument("--atom-init", type=Path, default=ATOM_INIT,
-                        help="atom_init.json to copy (default: cgcnn/atom_init.json)")
+                        help="atom_init.json to copy (default: cgcnn/data/atom_init.json)")
     args = parser.parse_args(argv)
     try:
         n = build(args.csv, args.out, args.atom_init)

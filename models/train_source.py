@@ -10,7 +10,7 @@ The training set is ``../shared/data/aflow_agl_300K`` (3,330 AFLOW structures wi
 AGL κ at 300 K; C. Toher et al., PRB 90, 174107 (2014)).  The folder written to
 ``--work`` holds ``id_prop.csv`` (``cif_id, log10 κ`` in W m⁻¹ K⁻¹, or another
 AEL-AGL property with ``--property``), symbolic links to the CIFs, and the project's
-``cgcnn/atom_init.json``.  Training runs ``python -m cgcnn.train`` with the
+``cgcnn/data/atom_init.json``.  Training runs ``python -m cgcnn.train`` with the
 hyper-parameters of the model card (models/README.md) and a fixed seed; the best
 model by validation MAE is exported.
 """
@@ -31,7 +31,7 @@ import torch
 
 from cgcnn import train as cgcnn_train
 from cgcnn.cli import run_main
-from cgcnn.files import write_data_folder
+from cgcnn.data import write_data_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "aflow_agl_300K"
@@ -56,7 +56,7 @@ def build_folder(source: Path, work: Path, prop: str = "kappa", rows=None) -> Pa
 
     ``source`` holds ``kappa.csv`` (an ``id`` column and the property's) and ``cif/``;
     ``rows``, if given, are the row positions of ``kappa.csv`` to keep, in that order.
-    See :func:`cgcnn.files.write_data_folder`.
+    See :func:`cgcnn.outputs.files.write_data_folder`.
 
     Raises
     ------

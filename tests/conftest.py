@@ -45,8 +45,8 @@ def one_hot_table(length: int = 92, zmax: int = 100) -> dict[str, list[float]]:
 
 @pytest.fixture(scope="session")
 def atom_init_table() -> dict[str, list[float]]:
-    """The project's ``cgcnn/atom_init.json`` if present, else a 92-long one-hot table."""
-    shipped = REPO / "cgcnn" / "atom_init.json"
+    """The project's ``cgcnn/data/atom_init.json`` if present, else a 92-long one-hot table."""
+    shipped = REPO / "cgcnn" / "data" / "atom_init.json"
     if shipped.is_file():
         return json.loads(shipped.read_text())
     return one_hot_table()

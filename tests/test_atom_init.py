@@ -1,4 +1,4 @@
-"""Tests for the regenerated CGCNN atom features (cgcnn/atom_init.json)."""
+"""Tests for the regenerated CGCNN atom features (cgcnn/data/atom_init.json)."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 from cgcnn.atom_init import N_FEATURES, SEGMENTS, dumps, segment_bounds
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "cgcnn" / "atom_init.json"
+SHIPPED = REPO / "cgcnn" / "data" / "atom_init.json"
 UPSTREAM = REPO.parent / "shared" / "models" / "cgcnn_original" / "atom_init.json"
 
 

@@ -1,4 +1,4 @@
-"""Tests for cgcnn/checkpoint.py: safe loading of upstream and project checkpoints."""
+"""Tests for cgcnn/model/checkpoint.py: safe loading of upstream and project checkpoints."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from cgcnn import InputError
-from cgcnn.checkpoint import SourceModel, load_checkpoint, save_atomic
 from cgcnn.data import CIFData, GraphParams
+from cgcnn.model import SourceModel, load_checkpoint
+from cgcnn.outputs import save_atomic
 from conftest import make_checkpoint, one_hot_table
 
 
@@ -167,7 +168,7 @@ def test_save_atomic_gives_ordinary_permissions(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# the one atomic writer (cgcnn/files.py)
+# the one atomic writer (cgcnn/outputs/files.py)
 
 
 def test_save_atomic_writes_through_a_symlink(tmp_path):
@@ -190,7 +191,7 @@ def test_save_atomic_writes_through_a_symlink(tmp_path):
 def test_save_atomic_refuses_a_device(tmp_path):
     import os
 
-    from cgcnn.files import check_output
+    from cgcnn.outputs import check_output
 
     with pytest.raises(InputError, match="not a regular file"):
         check_output("/dev/null")
@@ -217,7 +218,7 @@ def test_save_atomic_cleans_up_on_interrupt(tmp_path, interrupt):
 
 
 def test_save_id_prop(tmp_path):
-    from cgcnn.files import save_id_prop
+    from cgcnn.data import save_id_prop
 
     path = tmp_path / "id_prop.csv"
     assert save_id_prop(path, [("Si", 2.1739), ("NaCl", 0.85), ("new", None)]) == 3
@@ -225,17 +226,16 @@ def test_save_id_prop(tmp_path):
 
 
 def test_old_names_stay_importable():
-    """evaluate.py, predict.py, transfer.py and the tool import these from cgcnn.checkpoint."""
-    from cgcnn import checkpoint, files, source
+    """Upstream CGCNN's and the previous version's import paths: ``cgcnn.data`` and ``cgcnn.model``."""
+    import cgcnn.data
+    import cgcnn.model
+    from cgcnn.data import CIFData, GaussianDistance, collate_pool, read_structure  # noqa: F401
+    from cgcnn.model import ConvLayer, CrystalGraphConvNet  # noqa: F401
 
-    assert checkpoint.SourceModel is source.SourceModel
-    for name in ("save_atomic", "save_csv", "check_output", "file_sha256"):
-        assert getattr(checkpoint, name) is getattr(files, name)
-    assert callable(checkpoint.Normalizer) and callable(checkpoint.load_checkpoint)
-
-
-# --------------------------------------------------------------------------------------------------
-# the checkpoint format
+    assert cgcnn.data.CIFData is cgcnn.data.dataset.CIFData
+    assert cgcnn.data.collate_pool is cgcnn.data.dataset.collate_pool
+    assert cgcnn.model.CrystalGraphConvNet is cgcnn.model.network.CrystalGraphConvNet
+    assert callable(cgcnn.model.Normalizer) and callable(cgcnn.model.load_checkpoint)
 
 
 def test_numpy1_scalar_alias_loads(tmp_path):
@@ -259,8 +259,8 @@ def test_numpy1_scalar_alias_loads(tmp_path):
 
 
 def test_model_info_round_trip(small_model):
-    from cgcnn.checkpoint import ModelInfo
-    from cgcnn.checkpoint import make_checkpoint as make_ckpt
+    from cgcnn.model import ModelInfo
+    from cgcnn.model import make_checkpoint as make_ckpt
 
     table = {z: np.arange(3, dtype=np.float32) + z for z in (1, 8, 14)}
     info = ModelInfo(atom_init=table, graph=GraphParams(radius=6.0), target={"name": "log10 kappa_L"})
@@ -276,7 +276,7 @@ def test_model_info_round_trip(small_model):
 
 
 def test_normalizer_sample_of_at_most_500():
-    from cgcnn.checkpoint import Normalizer
+    from cgcnn.model import Normalizer
 
     targets = np.linspace(0.0, 3.0, 800)
     sample = np.random.RandomState(4).choice(targets, 500, replace=False)
@@ -287,7 +287,7 @@ def test_normalizer_sample_of_at_most_500():
 
 
 def test_check_output_dir(tmp_path):
-    from cgcnn.files import check_output_dir
+    from cgcnn.outputs import check_output_dir
 
     assert check_output_dir(tmp_path, ("a.csv",)) == tmp_path
     assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"  # can be made

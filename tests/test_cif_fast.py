@@ -1,4 +1,5 @@
-"""The fast CIF path (cgcnn/cif_fast.py, through cgcnn/cif.py) gives pymatgen's Structure, and so the same graph.
+"""The fast CIF path (cgcnn/crystals/cif_fast.py, through cgcnn/crystals/cif.py) gives pymatgen's Structure, and so
+the same graph.
 
 Compared with ``Structure.from_file`` (pymatgen's ``CifParser``): lattice, species,
 fractional coordinates (exactly), labels and site order, then the graphs
@@ -15,7 +16,8 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
-from cgcnn.cif import parse_cif_fast, read_cif
+from cgcnn.crystals import read_cif
+from cgcnn.crystals.cif_fast import parse_cif_fast
 from cgcnn.data import build_graph
 from conftest import REPO, SHARED, crystals
 

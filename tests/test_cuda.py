@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from cgcnn.data import CIFData
-from cgcnn.model import CrystalGraphConvNet, batch_index
+from cgcnn.model import CrystalGraphConvNet, SourceModel, batch_index, default_device
 from cgcnn.predict import main as predict_main
 from cgcnn.predict import predict
-from cgcnn.source import SourceModel, default_device
 from conftest import make_checkpoint
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU (torch.cuda.is_available() is False)")

@@ -1,5 +1,4 @@
-"""Tests for cgcnn/data.py and the modules it re-exports (graph, folder, graphcache, dataset): graphs, data
-folders, atom features, batching, caches."""
+"""Tests for cgcnn.crystals and cgcnn.data: structures, graphs, data folders, atom features, batching, caches."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
 import cgcnn.data
-import cgcnn.dataset
+import cgcnn.data.dataset
 from cgcnn import InputError
 from cgcnn.data import (
     CIFData,
@@ -280,8 +279,8 @@ def test_disk_cache_identical_and_used(cif_folder, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("graph rebuilt although cached on disk")
 
-    monkeypatch.setattr(cgcnn.dataset, "build_graph", fail)  # the names CIFData.graph calls
-    monkeypatch.setattr(cgcnn.data, "read_structure", fail)
+    monkeypatch.setattr(cgcnn.data.dataset, "build_graph", fail)  # the names CIFData.graph calls
+    monkeypatch.setattr(cgcnn.data.dataset, "read_structure", fail)
     second = CIFData(cif_folder, cache_dir=cache)
     for i in range(len(second)):
         for a, b in zip(expected[i][0], second[i][0]):
@@ -347,7 +346,7 @@ def test_disk_cache_bad_entry_is_rebuilt(cif_folder, tmp_path, damage):
 def test_disk_cache_good_entry_is_used(cif_folder, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     CIFData(cif_folder, cache_dir=cache)[1]
-    monkeypatch.setattr(cgcnn.data, "read_structure", lambda *a, **k: pytest.fail("rebuilt a good entry"))
+    monkeypatch.setattr(cgcnn.data.dataset, "read_structure", lambda *a, **k: pytest.fail("rebuilt a good entry"))
     CIFData(cif_folder, cache_dir=cache)[1]
 
 

@@ -14,11 +14,11 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from cgcnn import InputError
-from cgcnn.checkpoint import SourceModel
 from cgcnn.cli import run_main
 from cgcnn.evaluate import evaluate, main, make_splits, metrics, summarize
-from cgcnn.lastlayer import make_estimator as make_last_layer
+from cgcnn.model import SourceModel
 from cgcnn.transfer import compute_features
+from cgcnn.transfer import make_estimator as make_last_layer
 from conftest import REPO, make_checkpoint, write_folder
 
 N = 16  # crystals in the test folder: 12 train / 4 test per ParAIsite split

@@ -1,4 +1,5 @@
-"""cgcnn.lastlayer and cgcnn.descriptors: type choice, intervals, domain, safe loading, Slack's formula."""
+"""cgcnn.transfer.lastlayer and cgcnn.transfer.descriptors: type choice, intervals, domain, safe loading, Slack's
+formula."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from cgcnn import InputError
-from cgcnn.descriptors import (
+from cgcnn.transfer import (
+    CANDIDATES,
+    LastLayer,
     debye_from_moduli,
     gruneisen_from_poisson,
+    make_estimator,
     slack_descriptors,
     slack_kappa,
     structure_descriptors,
 )
-from cgcnn.lastlayer import CANDIDATES, LastLayer, make_estimator
 from conftest import REPO
 
 DATA = REPO / "tests" / "data"
@@ -249,7 +252,7 @@ def test_the_command_line_offers_every_last_layer_type():
     """transfer_learning_kappa.py keeps its own tuple (so that --help needs no scikit-learn): the same one."""
     import importlib.util
 
-    from cgcnn.estimators import LAST_LAYER_TYPES
+    from cgcnn.transfer import LAST_LAYER_TYPES
 
     spec = importlib.util.spec_from_file_location("tlk", REPO / "transfer_learning_kappa.py")
     module = importlib.util.module_from_spec(spec)

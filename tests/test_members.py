@@ -11,9 +11,14 @@ import pytest
 from test_screen import FAST, MODEL, SAMPLE, folder_of, run
 
 from cgcnn import InputError
-from cgcnn.estimators import MemberAverage, make_estimator
-from cgcnn.lastlayer import LastLayer
-from cgcnn.transfer import PROPERTY_MODEL_FILES, load_property_models, member_folders
+from cgcnn.transfer import (
+    PROPERTY_MODEL_FILES,
+    LastLayer,
+    MemberAverage,
+    load_property_models,
+    make_estimator,
+    member_folders,
+)
 
 pytestmark = pytest.mark.skipif(not (MODEL.parent / "seed2" / "source.pth.tar").is_file() or not SAMPLE.is_dir(),
                                 reason="needs data/sample and the bundled models")

@@ -1,4 +1,4 @@
-"""Tests for cgcnn/model.py: upstream-compatible parameters and the convolution."""
+"""Tests for cgcnn/model/network.py: upstream-compatible parameters and the convolution."""
 
 from __future__ import annotations
 

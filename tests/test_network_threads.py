@@ -1,4 +1,4 @@
-"""torch's threads while a pool of graph-building processes shares the cores (cgcnn.source.network_threads)."""
+"""torch's threads while a pool of graph-building processes shares the cores (cgcnn.model.source.network_threads)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cgcnn import available_cores
-from cgcnn.source import all_network_threads, network_threads
+from cgcnn.model import network_threads
 
 
 @pytest.fixture
@@ -58,45 +58,3 @@ def test_same_outputs_with_one_thread_or_several(threads):
             outs.append(net.crystal_features(atom_fea, nbr_fea, nbr_fea_idx, crystal_atom_idx).numpy())
     for out in outs[1:]:
         np.testing.assert_array_equal(outs[0], out)
-
-
-def test_all_threads_once_no_graph_is_left(threads):
-    torch.set_num_threads(2)
-    with network_threads(2):
-        inside = torch.get_num_threads()
-        with all_network_threads():
-            assert torch.get_num_threads() == 2  # what torch had before the pool's block
-        assert torch.get_num_threads() == inside
-    assert torch.get_num_threads() == 2
-    with all_network_threads():  # outside any block: nothing changes
-        assert torch.get_num_threads() == 2
-
-
-def test_the_pool_is_idle_once_every_chunk_is_submitted_and_built(tmp_path):
-    """cgcnn.screen gives the network all threads for a chunk when the pool has no graph left to
-    build (every chunk submitted, every submitted graph done), not only for the last chunk."""
-    from pathlib import Path
-
-    from cgcnn.archive import CrystalText
-    from cgcnn.chunk import _PrepSpec
-    from cgcnn.graph import GraphParams
-    from cgcnn.screen import _start_pool, _Submitted
-    from cgcnn.screener import ScreenSettings
-
-    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
-    files = sorted(sample.glob("*.cif"))[:6]
-    crystals = [CrystalText(cif_id=p.stem, source=str(p), data=p.read_bytes()) for p in files]
-    spec = _PrepSpec(params=(GraphParams(),), structure_desc=False, max_sites=None, cache_dir=None)
-    chunks = iter([(0, crystals[:3]), (1, crystals[3:])])
-    submitted = _Submitted(_start_pool(1, spec), spec, chunks, ScreenSettings(batch_size=1, workers=1), 1)
-    try:
-        submitted.submit()
-        submitted.submit()
-        assert not submitted.idle()  # a chunk may still come
-        submitted.submit()  # none left
-        for _, _, futures in submitted.pending:
-            for f in futures:
-                assert f.result()[0].error is None
-        assert submitted.idle()
-    finally:
-        submitted.close()

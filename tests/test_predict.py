@@ -13,8 +13,8 @@ import pytest
 
 import cgcnn.data
 from cgcnn import InputError
-from cgcnn.checkpoint import SourceModel
 from cgcnn.data import CIFData
+from cgcnn.model import SourceModel
 from cgcnn.predict import predict
 from conftest import TARGETS, crystals, make_checkpoint, write_folder
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cgcnn.checkpoint import SourceModel
+from cgcnn.model import SourceModel
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

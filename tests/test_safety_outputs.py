@@ -1,5 +1,5 @@
 """Outputs of a run (issue 13, class 2): replaced together or not at all, never over an input
-or over each other (:class:`cgcnn.files.OutputSet`, used by cgcnn.train and cgcnn.predict)."""
+or over each other (:class:`cgcnn.outputs.files.OutputSet`, used by cgcnn.train and cgcnn.predict)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import cgcnn.fit
+import cgcnn.model.fit
 from cgcnn import InputError, predict, train
 from cgcnn.cli import run_main
-from cgcnn.files import OutputSet, check_outputs
+from cgcnn.outputs import OutputSet, check_outputs
 
 
 def snapshot(*folders: Path) -> dict[str, bytes]:
@@ -185,7 +185,7 @@ def test_train_stopped_mid_run_changes_no_output(capsys, tmp_path, cif_folder, m
         (cif_folder / "id_prop.csv").write_text((cif_folder / "id_prop.csv").read_text() + "zz,1.0\n")
         before = snapshot(tmp_path)
     calls = []
-    real_run_epoch = cgcnn.fit.run_epoch
+    real_run_epoch = cgcnn.model.fit.run_epoch
 
     def run_epoch(*args, **kwargs):
         calls.append(1)
@@ -193,7 +193,7 @@ def test_train_stopped_mid_run_changes_no_output(capsys, tmp_path, cif_folder, m
             raise KeyboardInterrupt
         return real_run_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(cgcnn.fit, "run_epoch", run_epoch)
+    monkeypatch.setattr(cgcnn.model.fit, "run_epoch", run_epoch)
     code = run_main(train.main, [str(cif_folder), *TRAIN, "--out-dir", str(out), "--seed", "1", "--val-size", "0",
                                  "--test-size", "0", "--train-ratio", "1"])
     err = capsys.readouterr().err

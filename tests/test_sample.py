@@ -19,7 +19,7 @@ from pymatgen.core import Composition, Structure
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
-ATOM_INIT = REPO / "cgcnn" / "atom_init.json"
+ATOM_INIT = REPO / "cgcnn" / "data" / "atom_init.json"
 # Issue 4 asks for at least 60 compounds, each with a citation; see
 # data/sample/README.md for what was left out and why.
 MIN_COMPOUNDS = 60

@@ -1,4 +1,4 @@
-"""Screening with ``--train 0`` (cgcnn.screen): streaming, skipped crystals, resumption, archives, Dask.
+"""Screening with ``--train 0`` (cgcnn.screening.run): streaming, skipped crystals, resumption, archives, Dask.
 
 Twelve crystals of data/sample, batches of 2 and chunks of 4 (three shards); the last layer is a
 ridge fit on them with the bundled source and property models (``--descriptors slack``).
@@ -86,10 +86,9 @@ def workdir(tmp_path: Path, name: str) -> Path:
 
 def test_streaming_equals_one_pass(fitted, tmp_path):
     """Chunked results, byte for byte, are those of compute_features + predict on the whole folder."""
-    from cgcnn.files import save_csv
-    from cgcnn.lastlayer import LastLayer
-    from cgcnn.source import SourceModel
-    from cgcnn.transfer import compute_features, load_property_models
+    from cgcnn.model import SourceModel
+    from cgcnn.outputs import save_csv
+    from cgcnn.transfer import LastLayer, compute_features, load_property_models
 
     out = workdir(tmp_path, "stream")
     proc = screen_run(fitted, out, fitted / "data", quiet=False)
@@ -149,7 +148,7 @@ def test_resume_after_crash_and_sigkill(fitted, tmp_path):
     crash = workdir(tmp_path, "crash")
     argv = [str(TOOL), "--train", "0", str(MODEL), str(data), "--last-layer", str(fitted / "last_layer.sav"),
             *FAST, "-q"]
-    code = ("import sys, runpy, cgcnn.screen as s\n"
+    code = ("import sys, runpy, cgcnn.screening.run as s\n"
             "orig = s.Screener.finish\n"
             "def finish(self, index, crystals, prepared):\n"
             "    if index == 2: raise RuntimeError('simulated crash')\n"
@@ -248,12 +247,11 @@ def test_dask_worker_removes_its_model_copies(fitted, tmp_path, monkeypatch):
     import tempfile
 
     from cgcnn import InputError
-    from cgcnn.archive import open_input
-    from cgcnn.cluster import _dask_spec, _screener_from_spec
-    from cgcnn.lastlayer import LastLayer
-    from cgcnn.screen import Screener, ScreenSettings, atom_tables
-    from cgcnn.source import SourceModel
-    from cgcnn.transfer import load_property_models
+    from cgcnn.crystals import open_input
+    from cgcnn.model import SourceModel
+    from cgcnn.screening import Screener, ScreenSettings, atom_tables
+    from cgcnn.screening.cluster import _dask_spec, _screener_from_spec
+    from cgcnn.transfer import LastLayer, load_property_models
 
     layer_path = fitted / "last_layer.sav"
     paths, prop_paths = member_models()
@@ -288,7 +286,7 @@ def test_chunk_size_must_be_a_multiple(fitted, tmp_path):
 
 def test_predict_command_streams(tmp_path):
     """python -m cgcnn.predict: the same file as cgcnn.predict.predict() on the folder; a zip; skip."""
-    from cgcnn.files import save_csv
+    from cgcnn.outputs import save_csv
     from cgcnn.predict import predict
 
     data = folder_of(tmp_path / "data")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cgcnn.screener import RESULT_COLUMNS, SKIPPED_COLUMNS, TEST_COLUMNS, _csv_header, _csv_rows
+from cgcnn.screening.screener import RESULT_COLUMNS, SKIPPED_COLUMNS, TEST_COLUMNS, _csv_header, _csv_rows
 
 SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-300, 5e-324, 1e16, 1e-5, 123456789.123, 2.0, 0.1, -1.758,
            3.4028235e38, 1 / 3]

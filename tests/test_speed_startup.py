@@ -46,30 +46,3 @@ def test_cached_graphs_need_no_cif_parser(tmp_path, small_model, cif_folder):
            f"predict({str(small_model)!r}, {str(cif_folder)!r}, progress=False, cache_dir={str(cache)!r}, workers=0)")
     assert "pymatgen" in imported_after(run, tmp_path)  # first run: CIFs parsed
     assert not imported_after(run, tmp_path) & {"pymatgen", "gemmi", "sklearn", "matplotlib"}
-
-
-_EXIT_NOW = """
-import atexit, sys, threading, time
-from cgcnn.cli import exit_now
-atexit.register(lambda: print("atexit ran"))
-print("x" * 100000)  # more than a pipe's buffer: the flush must reach the reader
-if sys.argv[1] == "thread":
-    def late():
-        time.sleep(0.3)
-        print("thread done", flush=True)
-    threading.Thread(target=late).start()
-exit_now(int(sys.argv[2]))
-"""
-
-
-def test_exit_now_flushes_runs_atexit_and_keeps_the_status(tmp_path):
-    """The tools' __main__ blocks end with cgcnn.cli.exit_now (no interpreter teardown): buffered
-    output, atexit handlers and the exit status survive it; a running thread is waited for."""
-    script = tmp_path / "exit_now.py"
-    script.write_text(_EXIT_NOW)
-    done = subprocess.run([sys.executable, str(script), "plain", "3"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 3
-    assert done.stdout.splitlines() == ["x" * 100000, "atexit ran"]
-    done = subprocess.run([sys.executable, str(script), "thread", "0"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0
-    assert "thread done" in done.stdout and "atexit ran" in done.stdout

@@ -8,7 +8,7 @@ import torch
 
 from cgcnn import InputError, available_cores
 from cgcnn.data import CIFData, build_graphs
-from cgcnn.source import SourceModel
+from cgcnn.model import SourceModel
 from conftest import crystals, make_checkpoint, write_folder
 
 

@@ -13,7 +13,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from cgcnn import InputError
-from cgcnn.checkpoint import SourceModel, load_checkpoint
+from cgcnn.model import SourceModel, load_checkpoint
 from cgcnn.train import main, split_indices
 from conftest import REPO, one_hot_table, write_folder
 

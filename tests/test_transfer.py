@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from cgcnn.lastlayer import LastLayer
+from cgcnn.transfer import LastLayer
 from conftest import REPO, SHARED, TARGETS, crystals, make_checkpoint, one_hot_table, write_folder
 
 TOOL = REPO / "transfer_learning_kappa.py"

@@ -1,0 +1,241 @@
+"""A CGCNN data folder's own files: ``id_prop.csv`` read and checked, ``<cif_id>.cif`` found
+(its ``atom_init.json`` is read by :mod:`cgcnn.data.atom_features`).
+
+A data folder follows the CGCNN convention: ``id_prop.csv`` (no header,
+``cif_id,target``), one ``<cif_id>.cif`` per row and ``atom_init.json`` (keys are
+atomic numbers as strings, values equal-length feature lists).  For prediction,
+``id_prop.csv`` may hold ids only, or be absent (then every ``*.cif``, sorted by
+name, is used).  ``<cif_id>.CIF`` (any case of the suffix) is read where
+``<cif_id>.cif`` is absent; a ``cif_id`` is a file name in the folder, never a path.
+
+Rows keep their ``id_prop.csv`` order everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cgcnn import InputError
+from cgcnn.outputs import missing_reason
+
+__all__ = ["cif_file", "LOG10_KAPPA_RANGE", "check_log10_kappa",
+           "read_id_prop"]
+
+
+_HEADER_WORDS = {"id", "cif_id", "cif", "material_id", "name", "structure", "formula"}
+
+
+def cif_file(folder: str | os.PathLike, cif_id: str) -> Path:
+    """The CIF of ``cif_id`` in ``folder``: ``<cif_id>.cif``, else ``<cif_id>.CIF`` or another
+    case of the suffix; ``<cif_id>.cif`` (which does not exist) when there is none."""
+    folder = Path(folder)
+    path = folder / f"{cif_id}.cif"
+    if path.is_file():
+        return path
+    upper = folder / f"{cif_id}.CIF"
+    if upper.is_file():
+        return upper
+    try:
+        for other in folder.iterdir():
+            if other.stem == cif_id and other.suffix.lower() == ".cif" and other.is_file():
+                return other
+    except OSError:
+        pass
+    return path
+
+
+def _check_cif_id(cif_id: str, where: str) -> None:
+    """Refuse a ``cif_id`` that is a path (it would read a file outside the data folder)."""
+    if "/" in cif_id or "\\" in cif_id or "\0" in cif_id or cif_id in (".", "..") or os.path.isabs(cif_id):
+        raise InputError(f"{where}: cif_id {cif_id!r} is a path, not a name; each CIF must lie in the data "
+                         "folder itself, as <cif_id>.cif")
+
+
+def not_utf8(data: bytes) -> str | None:
+    """What a file's bytes are when they are plainly not UTF-8 or ASCII text: UTF-16 or UTF-32
+    (a byte-order mark) or NUL bytes (UTF-16 without one, or binary); None otherwise."""
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(bom):
+            return f"is {name} text (it starts with a {name} byte-order mark); save it as UTF-8"
+    if b"\x00" in data:
+        return "holds NUL bytes (UTF-16 text without a byte-order mark, or not text); save it as UTF-8"
+    return None
+
+
+def _read_text_utf8(path: Path) -> str:
+    """The text of ``id_prop.csv``, which must be UTF-8 (a byte-order mark is allowed).
+
+    Raises :class:`InputError` naming the file and, where it can tell, the encoding found:
+    UTF-16 or UTF-32 (a byte-order mark, or NUL bytes), or the first byte that is not
+    UTF-8 with its line (Latin-1 or Windows-1252 text, usually).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    problem = not_utf8(data)
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        byte = data[exc.start]
+        guess = ""
+        try:
+            guess = f", {data[exc.start:exc.start + 1].decode('cp1252')!r} in Windows-1252"
+        except UnicodeDecodeError:
+            pass
+        raise InputError(f"{path}, line {line}: byte 0x{byte:02x} is not UTF-8 (Latin-1 or Windows-1252 "
+                         f"text{guess}?); save it as UTF-8") from None
+
+
+#: Bounds of log10 κ_L (κ_L in W m-1 K-1) at room temperature, 0.03 ... 4000: measured
+#: values lie within, from about 0.05 (amorphous-like solids) to about 3000 (diamond).
+#: Computed sets reach lower: 5 of the 3,330 AFLOW-AGL values are below 0.03 (the
+#: lowest 0.0099, log10 -2.0), and :func:`check_log10_kappa` refuses them.
+LOG10_KAPPA_RANGE = (-1.5, 3.6)
+
+
+def check_log10_kappa(targets, source: str | os.PathLike, ids: Sequence[str] | None = None) -> None:
+    """Refuse targets that cannot be log10 κ_L at room temperature (κ_L in W m-1 K-1).
+
+    Every target must lie within :data:`LOG10_KAPPA_RANGE` (-1.5 ... 3.6).  Values that
+    are all positive with some above 3.6 look like κ_L itself, not its log10, and the
+    message says so; others name the first value outside and its crystal.  Not used by
+    ``cgcnn.train``, whose targets may be any property.
+
+    Parameters
+    ----------
+    targets : array-like of shape (n,)
+    source : path or str
+        Where the targets come from (usually the data folder's ``id_prop.csv``), for the message.
+    ids : sequence of str, optional
+        The crystals of ``targets``, to name the first one outside.
+
+    Raises
+    ------
+    InputError
+        One line naming ``source`` and what the values look like, e.g. ``values from 0.5 to
+        420 look like κ_L in W m-1 K-1, not log10 κ_L: take log10 of the second column``.
+    """
+    values = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        return
+    lo_ok, hi_ok = LOG10_KAPPA_RANGE
+    outside = ~((values >= lo_ok) & (values <= hi_ok))
+    if not outside.any():
+        return
+    fmt = lambda x: f"{x:.0f}" if 1e3 <= abs(x) < 1e15 else f"{x:.3g}"  # 4200, not 4.2e+03
+    finite = values[np.isfinite(values)]
+    span = f"values from {fmt(finite.min())} to {fmt(finite.max())}" if finite.size else "no finite values"
+    if finite.size == values.size and (finite > 0).all() and finite.max() > hi_ok:
+        raise InputError(f"{source}: {span} look like κ_L in W m-1 K-1, not log10 κ_L: take log10 of the "
+                         "second column")
+    first = int(np.argmax(outside))
+    who = f" ({ids[first]})" if ids is not None and first < len(ids) else ""
+    raise InputError(f"{source}: target {values[first]:.4g}{who} lies outside {lo_ok} ... {hi_ok}, where every "
+                     f"log10 κ_L at room temperature lies ({span}); the second column must be log10 of κ_L "
+                     "in W m-1 K-1")
+
+
+def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | None]:
+    """Read the ids (and targets) of a CGCNN data folder, in file order.
+
+    Accepts blank lines, Windows line endings, surrounding spaces, a header row
+    (first row whose target is not a number and whose id has no CIF), and
+    ``id_prop.csv`` with ids only.  Without ``id_prop.csv`` every ``*.cif`` of the
+    folder, sorted by name, is used, with no targets.
+
+    Returns
+    -------
+    ids : list of str
+    targets : ndarray of shape (n,) or None
+        None when the folder has no targets.
+
+    Raises
+    ------
+    InputError
+        Missing or empty folder, a row without its CIF, duplicate ids, a target that is
+        not a finite number, rows with and without targets mixed.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"{folder}: data folder {missing_reason(folder)}")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    id_prop = folder / "id_prop.csv"
+    if not id_prop.exists():
+        if os.path.lexists(id_prop):  # a broken symbolic link or a loop: not "no id_prop.csv"
+            raise InputError(f"{id_prop}: {missing_reason(id_prop)}")
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() == ".cif" and p.is_file()),
+                       key=lambda p: p.name)
+        seen: dict[str, Path] = {}
+        for p in files:
+            if p.stem in seen:
+                raise InputError(f"{folder}: both {seen[p.stem].name} and {p.name}; keep one (no id_prop.csv "
+                                 "says which)")
+            seen[p.stem] = p
+        ids = sorted(seen)
+        if not ids:
+            raise InputError(f"{folder}: no id_prop.csv and no .cif files")
+        return ids, None
+    text = _read_text_utf8(id_prop)
+    rows = [
+        (lineno, [c.strip() for c in row])
+        for lineno, row in enumerate(csv.reader(text.splitlines()), start=1)
+        if row and any(c.strip() for c in row)
+    ]
+    if not rows:
+        raise InputError(f"{id_prop}: no rows")
+    # A header row: first row whose id has no CIF and whose second column is no number.
+    _, first = rows[0]
+    if not cif_file(folder, first[0]).exists():
+        second = first[1] if len(first) > 1 else ""
+        try:
+            float(second)
+            numeric = True
+        except ValueError:
+            numeric = False
+        if (second and not numeric) or first[0].lower() in _HEADER_WORDS:
+            rows = rows[1:]
+            if not rows:
+                raise InputError(f"{id_prop}: only a header row")
+    ids: list[str] = []
+    targets: list[float] = []
+    seen: dict[str, int] = {}
+    with_target = None
+    for lineno, row in rows:
+        cif_id = row[0]
+        if not cif_id:
+            raise InputError(f"{id_prop}, line {lineno}: empty cif_id")
+        _check_cif_id(cif_id, f"{id_prop}, line {lineno}")
+        if cif_id in seen:
+            raise InputError(f"{id_prop}, line {lineno}: duplicate cif_id {cif_id!r} (first on line {seen[cif_id]})")
+        seen[cif_id] = lineno
+        has_target = len(row) > 1 and row[1] != ""
+        if with_target is None:
+            with_target = has_target
+        elif has_target != with_target:
+            raise InputError(f"{id_prop}, line {lineno}: some rows have a target and some do not")
+        if has_target:
+            try:
+                value = float(row[1])
+            except ValueError:
+                raise InputError(f"{id_prop}, line {lineno}: target {row[1]!r} is not a number") from None
+            if not math.isfinite(value):
+                raise InputError(f"{id_prop}, line {lineno}: target {row[1]!r} is not finite")
+            targets.append(value)
+        path = cif_file(folder, cif_id)
+        if not path.is_file():
+            reason = missing_reason(path) if os.path.lexists(path) else "not found"
+            raise InputError(f"{id_prop}, line {lineno}: {cif_id}.cif {reason} in {folder}")
+        ids.append(cif_id)
+    return ids, (np.asarray(targets, dtype=np.float64) if with_target else None)

@@ -1,0 +1,113 @@
+"""The one crystal of a CIF file, read and checked (:func:`read_structure`, :func:`structure_from_bytes`).
+
+The data folder's layout is described in :mod:`cgcnn.crystals.folder`; the crystal graph made
+from the structure in :mod:`cgcnn.data.graph`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cgcnn import InputError
+from cgcnn.crystals.folder import not_utf8
+
+if TYPE_CHECKING:  # pymatgen is imported only when a CIF is parsed
+    from pymatgen.core import Structure
+
+__all__ = ["MAX_SITES", "read_structure", "structure_from_bytes"]
+
+
+MAX_SITES = 5000
+"""Largest crystal, in sites per cell, that :func:`read_structure` accepts by default.
+
+A crystal's memory grows linearly with its number of sites N: the neighbour search
+within 8 Å (about 90 pairs per site in rocksalt NaCl) and the N x 12 x 41 edge
+features (2 kB per site as float32, twice that while they are computed).  Building
+the graph of a 5000-site NaCl supercell takes about 70 MB and 0.3 s; a batch holds
+up to ``batch_size`` such crystals.  A larger cell, usually a mistake (a whole
+slab or nanoparticle instead of a unit cell), is refused with a one-line error
+giving its number of sites and the limit.  Pass ``max_sites`` to
+:class:`CIFData` or :func:`read_structure` for another limit.
+"""
+
+
+def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Structure:
+    """Read the one crystal of a CIF file into an ordered pymatgen ``Structure``.
+
+    The structure is the one pymatgen's ``Structure.from_file`` gives (cell as written,
+    every symmetry image, sites sorted by electronegativity), read by
+    :func:`cgcnn.crystals.cif.read_cif` (a fast gemmi-based path, pymatgen's ``CifParser``
+    otherwise), and checked: at least one site and at most ``max_sites``, full
+    occupancies, chemical elements only, a cell of non-zero volume and no atoms closer
+    than :data:`cgcnn.crystals.cif.MIN_DISTANCE` (0.5 Å).
+
+    Parameters
+    ----------
+    path : path
+        The CIF file.
+    max_sites : int, optional
+        Largest number of sites accepted (default :data:`MAX_SITES`, which bounds
+        the memory a graph takes).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, empty or unparsable, holds several data blocks with
+        atoms, gives no readable symmetry, holds no sites or more than ``max_sites``,
+        has partial occupancies or a species that is no element (a dummy ``X``), a
+        zero-volume cell or overlapping atoms, a cell angle outside 0 ... 180 degrees or
+        an occupancy of 0 or less or above 1, or is UTF-16/UTF-32 text (or holds NUL bytes).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return structure_from_bytes(data, path, max_sites)
+
+
+def structure_from_bytes(data: bytes, source: str | os.PathLike, max_sites: int | None = None) -> Structure:
+    """A CIF's bytes to the checked, ordered ``Structure`` of :func:`read_structure` (same parser,
+    checks and messages, naming ``source``: a path, or ``archive:member``).
+
+    ``data`` is UTF-8 text (bad bytes replaced, line ends made ``\\n``; UTF-16/UTF-32 refused).
+
+    Raises
+    ------
+    InputError
+        The cases of :func:`read_structure`.
+    """
+    from cgcnn.crystals.cif import check_geometry, read_cif
+
+    if not data:
+        raise InputError(f"{source}: empty file")
+    problem = not_utf8(data)
+    if problem:
+        raise InputError(f"{source}: {problem}")
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
+    structure = read_cif(source, text)
+    if len(structure) == 0:
+        raise InputError(f"{source}: no atomic sites")
+    limit = MAX_SITES if max_sites is None else max_sites
+    if len(structure) > limit:
+        raise InputError(f"{source}: {len(structure)} sites, more than the limit of {limit} sites per crystal "
+                         "(cgcnn.crystals.MAX_SITES)")
+    if not structure.is_ordered:
+        raise InputError(f"{source}: partial occupancies are not supported (CGCNN needs an ordered structure)")
+    _check_elements_are_real(structure, Path(source))
+    check_geometry(structure, Path(source))
+    return structure
+
+
+def _check_elements_are_real(structure: Structure, path: Path) -> None:
+    """Refuse dummy species (``X``, ``D``-like placeholders pymatgen reads as ``DummySpecies``)."""
+    from pymatgen.core import DummySpecies
+
+    for idx, site in enumerate(structure):
+        specie = site.specie
+        if isinstance(specie, DummySpecies) or not 1 <= getattr(specie, "Z", 0) <= 118:
+            label = getattr(site, "label", None) or site.species_string
+            raise InputError(f"{path}: site {idx + 1} ({label}) has species {specie.symbol!r}, "
+                             "not a chemical element (a dummy atom?)")
