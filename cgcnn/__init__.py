@@ -5,15 +5,18 @@ T. Xie and J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018), numerically
 compatible with the upstream code and its checkpoints, used by the transfer tool
 of T. Zhu et al., Energy Environ. Sci. 14, 3559 (2021).
 
-One idea per module, among them: ``data`` (CIFs to crystal graphs), ``model`` (the
-network), ``checkpoint`` (the checkpoint format and the target normalizer),
-``source`` (a trained network turning crystals into ``crys_fea``), ``settings`` and
-``fit`` (training settings and loop), ``train`` and ``predict`` (upstream's two
-commands), ``files`` (the atomic writer and the output files), ``cli`` (what the
-command lines share), ``atom_init`` (the atom feature table).
+Subpackages by subsystem, in layers (README, "Layout"): ``outputs`` (files written), ``crystals``
+(structures in), ``data`` (crystal graphs), ``model`` (the network), ``transfer`` (the last layer),
+``screening`` and ``evaluation``, ``api`` (:class:`KappaModel`); the command modules ``train``,
+``predict``, ``evaluate`` and ``atom_init`` with what they share (``cli``).
+
+``from cgcnn import KappaModel`` gives the Python API (imported when first asked for, so that
+``import cgcnn`` stays light).
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["InputError", "KappaModel", "available_cores"]
 
 
 def available_cores() -> int:
@@ -31,6 +34,15 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def __getattr__(name: str):
+    """``KappaModel`` (:mod:`cgcnn.api`), imported on first use."""
+    if name == "KappaModel":
+        from cgcnn.api import KappaModel
+
+        return KappaModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class InputError(Exception):

@@ -7,6 +7,8 @@
   (:func:`read_structure`, :func:`structure_from_bytes`, :data:`MAX_SITES`);
 - :mod:`~cgcnn.crystals.folder`: a CGCNN data folder's ``id_prop.csv`` (:func:`read_id_prop`, log10 κ_L
   targets checked by :func:`check_log10_kappa`) and its ``<cif_id>.cif`` files (:func:`cif_file`);
+- :mod:`~cgcnn.crystals.formats`: the other formats (POSCAR, pymatgen JSON, extxyz) and the objects of a
+  Python session (pymatgen ``Structure``, ASE ``Atoms``), through the same checks (:func:`check_structure`);
 - :mod:`~cgcnn.crystals.archive`: the crystals of a folder or a ``.tar``/``.zip`` archive, in order and
   in chunks (:func:`open_input`, :class:`CrystalInput`, :class:`CrystalText`, :func:`read_structure_text`).
 
@@ -16,8 +18,10 @@ Layer: above :mod:`cgcnn.outputs` only; no torch.
 from cgcnn.crystals.archive import ARCHIVE_SUFFIXES, CrystalInput, CrystalText, open_input, read_structure_text
 from cgcnn.crystals.cif import MIN_DISTANCE, check_geometry, read_cif
 from cgcnn.crystals.folder import LOG10_KAPPA_RANGE, check_log10_kappa, cif_file, read_id_prop
-from cgcnn.crystals.structure import MAX_SITES, read_structure, structure_from_bytes
+from cgcnn.crystals.formats import STRUCTURE_FORMATS, structure_format, structure_from_object, structures_from_text
+from cgcnn.crystals.structure import MAX_SITES, check_structure, read_structure, structure_from_bytes
 
-__all__ = ["ARCHIVE_SUFFIXES", "LOG10_KAPPA_RANGE", "MAX_SITES", "MIN_DISTANCE", "CrystalInput", "CrystalText",
-           "check_geometry", "check_log10_kappa", "cif_file", "open_input", "read_cif", "read_id_prop",
-           "read_structure", "read_structure_text", "structure_from_bytes"]
+__all__ = ["ARCHIVE_SUFFIXES", "LOG10_KAPPA_RANGE", "MAX_SITES", "MIN_DISTANCE", "STRUCTURE_FORMATS", "CrystalInput",
+           "CrystalText", "check_geometry", "check_log10_kappa", "check_structure", "cif_file", "open_input",
+           "read_cif", "read_id_prop", "read_structure", "read_structure_text", "structure_format",
+           "structure_from_bytes", "structure_from_object", "structures_from_text"]

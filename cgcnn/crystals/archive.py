@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cgcnn import InputError
 from cgcnn.crystals.folder import cif_file, read_id_prop
@@ -56,6 +56,9 @@ class CrystalText:
         Why it could not be read (a one-line message naming ``source``).
     target : float
         log10 κ_L from ``id_prop.csv``, NaN when the input has none.
+    structure : Structure or None
+        The crystal already read and checked (:func:`cgcnn.crystals.check_structure`): a structure of a
+        Python session or of a non-CIF file; then ``data`` is None and no graph is cached on disk.
     """
 
     cif_id: str
@@ -63,6 +66,7 @@ class CrystalText:
     data: bytes | None
     error: str | None = None
     target: float = math.nan
+    structure: Any = None
 
 
 def _cif_member_id(name: str) -> str | None:

@@ -16,7 +16,7 @@ from cgcnn.crystals.folder import not_utf8
 if TYPE_CHECKING:  # pymatgen is imported only when a CIF is parsed
     from pymatgen.core import Structure
 
-__all__ = ["MAX_SITES", "read_structure", "structure_from_bytes"]
+__all__ = ["MAX_SITES", "read_structure", "structure_from_bytes", "check_structure", "check_elements_are_real"]
 
 
 MAX_SITES = 5000
@@ -79,7 +79,7 @@ def structure_from_bytes(data: bytes, source: str | os.PathLike, max_sites: int 
     InputError
         The cases of :func:`read_structure`.
     """
-    from cgcnn.crystals.cif import check_geometry, read_cif
+    from cgcnn.crystals.cif import read_cif
 
     if not data:
         raise InputError(f"{source}: empty file")
@@ -87,7 +87,21 @@ def structure_from_bytes(data: bytes, source: str | os.PathLike, max_sites: int 
     if problem:
         raise InputError(f"{source}: {problem}")
     text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
-    structure = read_cif(source, text)
+    return check_structure(read_cif(source, text), source, max_sites)
+
+
+def check_structure(structure: Structure, source: str | os.PathLike, max_sites: int | None = None) -> Structure:
+    """The checks every crystal passes, whatever its format; returns ``structure``.
+
+    Raises
+    ------
+    InputError
+        No sites, more than ``max_sites`` (default :data:`MAX_SITES`), partial
+        occupancies, a species that is no chemical element, a zero-volume cell or overlapping atoms
+        (:func:`cgcnn.crystals.check_geometry`); the message names ``source``.
+    """
+    from cgcnn.crystals.cif import check_geometry
+
     if len(structure) == 0:
         raise InputError(f"{source}: no atomic sites")
     limit = MAX_SITES if max_sites is None else max_sites
@@ -96,12 +110,12 @@ def structure_from_bytes(data: bytes, source: str | os.PathLike, max_sites: int 
                          "(cgcnn.crystals.MAX_SITES)")
     if not structure.is_ordered:
         raise InputError(f"{source}: partial occupancies are not supported (CGCNN needs an ordered structure)")
-    _check_elements_are_real(structure, Path(source))
-    check_geometry(structure, Path(source))
+    check_elements_are_real(structure, Path(str(source)))
+    check_geometry(structure, Path(str(source)))
     return structure
 
 
-def _check_elements_are_real(structure: Structure, path: Path) -> None:
+def check_elements_are_real(structure: Structure, path: Path) -> None:
     """Refuse dummy species (``X``, ``D``-like placeholders pymatgen reads as ``DummySpecies``)."""
     from pymatgen.core import DummySpecies
 

@@ -30,12 +30,13 @@ from cgcnn.screening.run import (
     ScreenSummary,
     Shard,
     atom_tables,
+    local_shards,
     screen,
     work_folder,
 )
 
 __all__ = [
     "AtomTable", "ChunkData", "ON_ERROR", "PrepSpec", "Prepared", "RESULT_COLUMNS", "SKIPPED_COLUMNS",
-    "ScreenSettings", "ScreenSummary", "Screener", "Shard", "TEST_COLUMNS", "atom_tables", "prepare_crystal",
-    "screen", "work_folder",
+    "ScreenSettings", "ScreenSummary", "Screener", "Shard", "TEST_COLUMNS", "atom_tables", "local_shards",
+    "prepare_crystal", "screen", "work_folder",
 ]

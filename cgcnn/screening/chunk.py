@@ -79,10 +79,10 @@ def _prepare_quietly(spec: PrepSpec, crystal: CrystalText) -> Prepared:
     if crystal.error is not None:
         return Prepared(error=crystal.error)
     try:
-        graphs, structure = [], None
+        graphs, structure = [], crystal.structure
         for params in spec.params:
             graph = disk = key = None
-            if spec.cache_dir is not None:
+            if spec.cache_dir is not None and crystal.data is not None:
                 key = graph_cache_key(crystal.data, params)
                 disk = Path(spec.cache_dir) / f"{key}{CACHE_SUFFIX}"
                 graph = read_cached_graph(disk, key, params.max_num_nbr)

@@ -64,7 +64,7 @@ from cgcnn.screening.screener import (
 )
 from cgcnn.screening.workfolder import _check_manifest, _manifest, _Work, work_folder
 
-__all__ = ["ON_ERROR", "ScreenSettings", "Screener", "Shard", "ScreenSummary", "atom_tables", "screen",
+__all__ = ["ON_ERROR", "local_shards", "ScreenSettings", "Screener", "Shard", "ScreenSummary", "atom_tables", "screen",
            "work_folder",
            "RESULT_COLUMNS", "TEST_COLUMNS", "SKIPPED_COLUMNS"]
 
@@ -119,9 +119,10 @@ def _pool_workers(settings: ScreenSettings) -> int:
     return available_cores() if settings.workers is None else settings.workers
 
 
-def _local_chunks(screener: Screener, chunks, settings: ScreenSettings):
-    """Yield each chunk's Shard, in order; graphs built by a pool of processes (:mod:`cgcnn.data.pool`)
-    up to two chunks ahead of the one the networks run on."""
+def local_shards(screener: Screener, chunks, settings: ScreenSettings):
+    """Yield each chunk's Shard (:meth:`Screener.finish`), in order, for ``chunks``, an iterator of
+    ``(index, list of CrystalText)``; graphs built by ``settings.workers`` processes (:mod:`cgcnn.data.pool`;
+    none: here) up to two chunks ahead of the one the networks run on."""
     workers = _pool_workers(settings)
     if workers < 1:
         for index, crystals in chunks:
@@ -255,7 +256,7 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
         if client is not None:
             shards = _dask_chunks(client, chunks, _dask_spec(screener, layer_path, trust_pickle, device))
         else:
-            shards = _local_chunks(screener, chunks, settings)
+            shards = local_shards(screener, chunks, settings)
         for shard in shards:
             work.write(shard)
             progress.update(shard.stats["n"] + shard.stats["skipped"], shard.stats["skipped"])

@@ -217,8 +217,19 @@ class Screener:
         """Graphs of ``crystals`` built in this process."""
         return [prepare_crystal(self.prep, c) for c in crystals]
 
-    def finish(self, index: int, crystals: Sequence[CrystalText], prepared: Sequence[Prepared]) -> Shard:
-        """Run the networks and the last layer on a chunk whose graphs are built.
+    def chunk_features(self, crystals: Sequence[CrystalText], prepared: Sequence[Prepared]):
+        """The last-layer inputs of a chunk's crystals whose graphs are built.
+
+        Returns
+        -------
+        ids : list of str
+            The ``cif_id`` of the crystals kept, in order.
+        targets : ndarray of shape (n,)
+            Their log10 κ_L (NaN where unknown).
+        skipped : list of (cif_id, reason)
+            The crystals left out (``on_error="skip"``).
+        features : Features or None
+            :func:`cgcnn.transfer.features_from_datasets` of the crystals kept (None when none is).
 
         Raises
         ------
@@ -249,16 +260,30 @@ class Screener:
                 keep.append(i)
         ids = [crystals[i].cif_id for i in keep]
         targets = np.array([crystals[i].target for i in keep], dtype=np.float64)
-        has_targets = bool(len(targets)) and not np.isnan(targets).all()
-        stats = {"n": len(keep), "skipped": len(skipped)}
+        if not keep:
+            return ids, targets, skipped, None
+        has_targets = not np.isnan(targets).all()
+        datasets = [ChunkData(m.params, t, [prepared[i].graphs[self.params.index(m.params)] for i in keep],
+                              ids, targets if has_targets else None)
+                    for m, t in zip(self.models, self.tables)]
+        desc = np.stack([prepared[i].desc for i in keep]) if self.descriptors != "none" else None
+        feats = features_from_datasets(self.models, datasets, len(self.sources), self.descriptors, desc,
+                                       self.settings.batch_size)
+        return ids, targets, skipped, feats
+
+    def finish(self, index: int, crystals: Sequence[CrystalText], prepared: Sequence[Prepared]) -> Shard:
+        """Run the networks and the last layer on a chunk whose graphs are built.
+
+        Raises
+        ------
+        InputError
+            With ``on_error="stop"``, the first crystal of the chunk that cannot be read or
+            turned into a graph, or has an element missing from an atom table.
+        """
+        ids, targets, skipped, feats = self.chunk_features(crystals, prepared)
+        stats = {"n": len(ids), "skipped": len(skipped)}
         results = test = ""
-        if keep:
-            datasets = [ChunkData(m.params, t, [prepared[i].graphs[self.params.index(m.params)] for i in keep],
-                                   ids, targets if has_targets else None)
-                        for m, t in zip(self.models, self.tables)]
-            desc = np.stack([prepared[i].desc for i in keep]) if self.descriptors != "none" else None
-            feats = features_from_datasets(self.models, datasets, len(self.sources), self.descriptors, desc,
-                                           self.settings.batch_size)
+        if feats is not None:
             known = ~np.isnan(targets)
             if self.layer is None:  # the source model's predictions, as cgcnn.predict writes them
                 prediction = feats.source_prediction[:, 0]

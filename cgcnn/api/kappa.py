@@ -1,0 +1,305 @@
+"""``KappaModel``: the transfer tool in a few lines of Python, for notebooks and workflows.
+
+    from cgcnn import KappaModel
+    model = KappaModel.fit("data/sample")                 # as --train 1 (the recommended route)
+    model.save("last_layer.sav")
+    table = model.predict(structures)                     # as --train 0: results.csv's columns
+    model = KappaModel.load("last_layer.sav", source="models/source.pth.tar")
+
+It runs the machinery of the command line, nothing of its own: the route of
+:func:`cgcnn.api.fit_route`, the features of :func:`cgcnn.transfer.compute_features` (a data folder) or
+of the screening chunks (:meth:`cgcnn.screening.Screener.chunk_features`, the same numbers), the last layer
+of :class:`cgcnn.transfer.LastLayer` (T. Zhu et al., Energy Environ. Sci. 14, 3559 (2021); intervals and
+domain as documented there) and the screening engine's rows (:meth:`cgcnn.screening.Screener.finish`), so
+that a table from :meth:`KappaModel.predict` holds the values of ``results.csv``.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cgcnn import InputError
+from cgcnn.api.crystals import crystals_of
+from cgcnn.api.routes import Route, fit_route, predict_route
+
+__all__ = ["KappaModel"]
+
+
+def _models(route: Route, device=None):
+    from cgcnn.model import SourceModel
+    from cgcnn.transfer import load_property_models
+
+    kwargs = {"device": device} if device else {}
+    sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in route.paths]
+    props = load_property_models(route.prop_paths, device=device) if route.descriptors == "slack" else None
+    return sources, props
+
+
+def _tables(models, atom_init) -> tuple[list, list]:
+    """Each model's atom feature table: ``atom_init`` when given, else the one its checkpoint stores."""
+    from cgcnn.data import load_atom_init
+
+    tables, sources = [], []
+    for model in models:
+        if atom_init is not None:
+            tables.append(load_atom_init(atom_init))
+            sources.append(str(atom_init))
+        elif model.atom_init is not None:
+            tables.append(model.atom_init)
+            sources.append("the given atom feature table")
+        else:
+            raise InputError(f"{model.path}: the checkpoint stores no atom feature table; give atom_init=")
+    return tables, sources
+
+
+class KappaModel:
+    """A fitted last layer with its source models: κ_L of any crystal, log10 κ_L in W m⁻¹ K⁻¹.
+
+    Make one with :meth:`fit` or :meth:`load`.  Attributes after :meth:`fit` (as ``--train 1`` prints
+    them): ``chosen`` (the last-layer type), ``cv_mae`` (cross-validated MAE, log10 κ_L; None without
+    cross-validation), ``cv_mae_constant`` (that of predicting the mean), ``cv_table`` (type → CV MAE of
+    ``auto``'s candidates), ``coverage`` and ``width`` (cross-validated coverage and mean width of the
+    interval), ``train_mae``, ``note``; ``layer`` is the :class:`cgcnn.transfer.LastLayer`.
+    """
+
+    def __init__(self, layer, route: Route, sources, property_models, *, batch_size: int = 500,
+                 workers: int | None = 0, atom_init=None, device=None):
+        self.layer = layer
+        self.route = route
+        self.sources = sources
+        self.property_models = property_models
+        self.batch_size = batch_size
+        self.workers = workers
+        self.atom_init = atom_init
+        self.device = device
+        self.note = route.note
+
+    # ------------------------------------------------------------------------------------------
+    # what --train 1 prints
+
+    @property
+    def chosen(self) -> str:
+        return self.layer.kind
+
+    @property
+    def cv_mae(self) -> float | None:
+        return self.layer.cv.get("mae")
+
+    @property
+    def cv_mae_constant(self) -> float | None:
+        return self.layer.cv.get("mae_constant")
+
+    @property
+    def cv_table(self) -> dict:
+        return dict(self.layer.cv.get("table") or {})
+
+    @property
+    def coverage(self) -> float | None:
+        return self.layer.interval.get("cv_coverage")
+
+    @property
+    def width(self) -> float | None:
+        return self.layer.interval.get("cv_width")
+
+    @property
+    def train_mae(self) -> float:
+        return self.layer.train_mae
+
+    # ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, structures_or_folder, log10_kappa=None, source: str | os.PathLike = "models/source.pth.tar", *,
+            last_layer_type: str | None = None, descriptors: str | None = None, property_models: str | None = None,
+            members: str = "auto", original: bool = False, seed: int = 0, cv_folds: int = 5, interval: float = 0.9,
+            ids=None, batch_size: int = 500, workers: int | None = 0, atom_init=None, cache_dir=None,
+            device=None, progress: bool = False) -> KappaModel:
+        """Fit the last layer, with the options and defaults of ``transfer_learning_kappa.py --train 1``.
+
+        Parameters
+        ----------
+        structures_or_folder : path or iterable
+            A CGCNN data folder (``id_prop.csv`` with targets, ``<cif_id>.cif``), or crystals: pymatgen
+            ``Structure``, ASE ``Atoms`` or structure files (:func:`cgcnn.api.crystals_of`).
+        log10_kappa : sequence of float, optional
+            log10 κ_L (W m⁻¹ K⁻¹) of each crystal; needed with crystals, not with a folder.
+        source : path
+            The κ source model (several comma-separated; ``MODELPATH``).
+        last_layer_type, descriptors, property_models, members, original, seed, cv_folds, interval
+            As ``--last-layer-type`` (default ``auto``), ``--descriptors`` (default ``slack``),
+            ``--property-models``, ``--members``, ``--original``, ``--seed``, ``--cv-folds`` and ``--interval``.
+        ids : sequence of str, optional
+            ``cif_id`` of the crystals (default: their own ids, else their positions).
+        batch_size, workers, atom_init, cache_dir, device, progress
+            As ``-b``, ``-j`` (default here 0: graphs built in this process), ``--atom-init``,
+            ``--cache-dir``, ``--disable-cuda`` (``device="cpu"``) and ``-q``.
+
+        Raises
+        ------
+        InputError
+            As ``--train 1``: a crystal, folder, model or option at fault, targets that are not log10 κ_L.
+        """
+        from cgcnn.data import check_log10_kappa
+        from cgcnn.transfer import LastLayer, check_level, compute_features, inputs_record
+
+        route = fit_route(str(source), last_layer_type, descriptors, property_models, members, original)
+        sources, props = _models(route, device)
+        if isinstance(structures_or_folder, str | os.PathLike) and Path(structures_or_folder).is_dir():
+            if log10_kappa is not None:
+                raise InputError("log10_kappa goes with crystals; a data folder's targets are in its id_prop.csv")
+            folder = Path(structures_or_folder)
+            feats = compute_features(sources, folder, batch_size=batch_size, workers=workers, atom_init=atom_init,
+                                     cache_dir=cache_dir, progress=progress, descriptors=route.descriptors,
+                                     property_models=props)
+            where = str(folder / "id_prop.csv")
+            targets = feats.targets
+            if targets is None:
+                raise InputError(f"{where}: fitting needs targets (cif_id,log10 κ_L rows)")
+        else:
+            if log10_kappa is None:
+                raise InputError("KappaModel.fit: give log10_kappa, the log10 κ_L of each crystal")
+            model = cls(None, route, sources, props, batch_size=batch_size, workers=workers, atom_init=atom_init,
+                        device=device)
+            targets = np.asarray(list(log10_kappa), dtype=np.float64)
+            feats = model._features(structures_or_folder, ids, targets)
+            where = "log10_kappa"
+            if len(feats.ids) != len(targets):
+                raise InputError(f"log10_kappa: {len(targets)} values for {len(feats.ids)} crystals")
+        check_log10_kappa(targets, where, feats.ids)
+        n = len(feats.ids)
+        if n < 2:
+            raise InputError(f"{where}: the last layer needs at least 2 crystals with targets, got {n}")
+        if not 0.5 <= interval < 1:
+            raise InputError(f"interval must lie in [0.5, 1), not {interval:g}")
+        check_level(interval, n, where)
+        layer = LastLayer.fit(feats.X, targets, route.kind, seed, cv_folds, level=interval,
+                              inputs=inputs_record(sources, feats, route.descriptors, props), groups=feats.groups)
+        return cls(layer, route, sources, props, batch_size=batch_size, workers=workers, atom_init=atom_init,
+                   device=device)
+
+    def save(self, path: str | os.PathLike = "last_layer.sav") -> None:
+        """Write ``last_layer.sav`` (the file ``--train 1`` writes; atomically)."""
+        self.layer.save(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike = "last_layer.sav", source: str | os.PathLike = "models/source.pth.tar", *,
+             property_models: str | None = None, trust_pickle: bool = False, batch_size: int = 500,
+             workers: int | None = 0, atom_init=None, device=None) -> KappaModel:
+        """A ``last_layer.sav`` (safely, as ``--train 0`` reads it) with its source and property models
+        (found as ``--train 0`` finds them; checked against the file's record when predicting).
+
+        Raises
+        ------
+        InputError
+            An unreadable or refused file; a missing model.
+        """
+        from cgcnn.transfer import LastLayer
+
+        layer = LastLayer.load(path, trust_pickle=trust_pickle)
+        route = predict_route(str(source), layer, property_models)
+        sources, props = _models(route, device)
+        return cls(layer, route, sources, props, batch_size=batch_size, workers=workers, atom_init=atom_init,
+                   device=device)
+
+    # ------------------------------------------------------------------------------------------
+
+    def _screener(self, layer, level: float | None = None):
+        from cgcnn.screening import Screener, ScreenSettings
+
+        models = self.sources + (list(self.property_models.values()) if self.route.descriptors == "slack" else [])
+        tables, table_sources = _tables(models, self.atom_init)
+        settings = ScreenSettings(batch_size=self.batch_size, workers=self.workers, level=level, progress=False)
+        settings.check()
+        return Screener(self.sources, self.property_models, self.route.descriptors, layer, tables, table_sources,
+                        settings)
+
+    def _chunks(self, structures, ids, targets, size: int) -> Iterator:
+        crystals = crystals_of(structures, ids)
+        if targets is not None:
+            crystals = (_with_target(c, t) for c, t in zip(crystals, targets))
+        for index in itertools.count():
+            chunk = list(itertools.islice(crystals, size))
+            if not chunk:
+                return
+            yield index, chunk
+
+    def _features(self, structures, ids, targets=None):
+        """:class:`cgcnn.transfer.Features` of crystals, chunk by chunk (rows in input order)."""
+        from cgcnn.transfer import Features
+
+        screener = self._screener(None)
+        parts = []
+        for _, chunk in self._chunks(structures, ids, targets, screener.settings.chunk):
+            _, _, _, feats = screener.chunk_features(chunk, screener.prepare(chunk))
+            parts.append(feats)
+        if not parts:
+            raise InputError("no crystals given")
+        first = parts[0]
+        return Features(
+            [i for f in parts for i in f.ids],
+            np.concatenate([f.targets for f in parts]) if first.targets is not None else None,
+            np.concatenate([f.crys_fea for f in parts]), np.concatenate([f.source_prediction for f in parts]),
+            np.concatenate([f.descriptors for f in parts]), first.names, first.atom_init, first.members)
+
+    def featurize(self, structures, ids=None):
+        """The last-layer inputs of crystals (``crys_fea`` of each network and the descriptors), for users
+        who bring their own regressor.
+
+        Returns
+        -------
+        DataFrame
+            One row per crystal (index ``cif_id``, input order), one named column per input
+            (``<model file>:crys_fea[j]``, descriptor names; ``@k`` for ensemble member k).
+        """
+        import pandas as pd
+
+        feats = self._features(structures, ids)
+        return pd.DataFrame(feats.X, index=pd.Index(feats.ids, name="cif_id"), columns=feats.names)
+
+    def predict(self, structures, interval: float | None = 0.9, ids=None):
+        """κ_L of crystals, with the last layer's interval and applicability-domain flag.
+
+        Parameters
+        ----------
+        structures : iterable
+            pymatgen ``Structure``, ASE ``Atoms`` or structure files (:func:`cgcnn.api.crystals_of`); read and
+            predicted chunk by chunk, so memory stays bounded for a long iterable.
+        interval : float or None
+            Level of the prediction interval (None: the level stored at fitting).
+        ids : sequence of str, optional
+            ``cif_id`` of the crystals.
+
+        Returns
+        -------
+        DataFrame
+            The columns of ``results.csv`` (``target`` empty), index ``cif_id``, rows in input order:
+            ``prediction``, ``prediction_low``, ``prediction_high`` in log10 κ_L; ``kappa*`` in W m⁻¹ K⁻¹.
+
+        Raises
+        ------
+        InputError
+            A crystal that cannot be read or checked (naming it), models that differ from those the last
+            layer was fit with, an interval level the training set does not allow.
+        """
+        import pandas as pd
+
+        from cgcnn.screening import RESULT_COLUMNS, local_shards
+
+        screener = self._screener(self.layer, interval)
+        self.layer.check_inputs(screener.record())
+        chunks = self._chunks(structures, ids, None, screener.settings.chunk)
+        rows = [shard.results for shard in local_shards(screener, chunks, screener.settings)]
+        text = ",".join(RESULT_COLUMNS) + "\n" + "".join(rows)
+        table = pd.read_csv(io.StringIO(text), dtype={"cif_id": str}, keep_default_na=False, na_values=[""])
+        return table.set_index("cif_id")
+
+
+def _with_target(crystal, target: Any):
+    crystal.target = float(target)
+    return crystal

@@ -1,0 +1,168 @@
+"""Crystal structures in the formats people have, besides CIF: VASP ``POSCAR``/``CONTCAR``/``*.vasp``,
+pymatgen's JSON (``Structure.as_dict()``, as the Materials Project serves it) and multi-frame
+extended XYZ (``*.extxyz``, ``*.xyz`` with a lattice), and the objects of a Python session
+(pymatgen ``Structure``, ASE ``Atoms``).
+
+Every structure, whatever its format, goes through the checks of a CIF's
+(:func:`check_structure`: at least one site and at most ``MAX_SITES``, ordered, chemical
+elements only, a cell of non-zero volume, no overlapping atoms) and is sorted as pymatgen's
+``CifParser`` sorts a CIF's sites (``Structure.get_sorted_structure``: by electronegativity, then
+symbol), so that a crystal gives the same graph, and the same prediction, in any format.
+
+Readers: pymatgen's ``Poscar`` and ``Structure.from_dict``, ASE's ``ase.io.read`` (extxyz) and
+pymatgen's ``AseAtomsAdaptor`` (S. P. Ong et al., Comput. Mater. Sci. 68, 314 (2013);
+A. H. Larsen et al., J. Phys.: Condens. Matter 29, 273002 (2017)).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from cgcnn import InputError
+from cgcnn.crystals.structure import check_structure
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+__all__ = ["STRUCTURE_FORMATS", "structure_format", "structures_from_text",
+           "structure_from_object"]
+
+#: Formats read, by file name: ``cif`` (``*.cif``), ``poscar`` (``POSCAR*``, ``CONTCAR*``, ``*.vasp``),
+#: ``json`` (``*.json``), ``extxyz`` (``*.extxyz``, ``*.xyz``; each frame one crystal).
+STRUCTURE_FORMATS = ("cif", "poscar", "json", "extxyz")
+
+
+def structure_format(name: str | os.PathLike) -> str | None:
+    """The format of a structure file by its name (:data:`STRUCTURE_FORMATS`), or None for another file."""
+    base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    if base.startswith("._"):  # macOS metadata beside a file in an archive
+        return None
+    lower = base.lower()
+    if lower.endswith(".cif") and len(base) > 4:
+        return "cif"
+    if lower.endswith(".vasp") or base.startswith(("POSCAR", "CONTCAR")):
+        return "poscar"
+    if lower.endswith(".json") and lower != "atom_init.json":
+        return "json"
+    if lower.endswith((".extxyz", ".xyz")):
+        return "extxyz"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _sorted(structure: Structure) -> Structure:
+    """Sites sorted as ``CifParser`` sorts a CIF's (by electronegativity, then symbol; stable)."""
+    return structure.get_sorted_structure()
+
+
+def structures_from_text(text: str, source: str, fmt: str, max_sites: int | None = None) -> list[tuple[str, Any]]:
+    """The crystals of one non-CIF structure file's text, checked and sorted.
+
+    Parameters
+    ----------
+    text : str
+        The file's content.
+    source : str
+        Names the file in messages (a path, or ``archive:member``).
+    fmt : {"poscar", "json", "extxyz"}
+    max_sites : int, optional
+        As :func:`check_structure`.
+
+    Returns
+    -------
+    list of (suffix, Structure)
+        One crystal (suffix ``""``) for ``poscar`` and ``json``; one per frame for ``extxyz``, its
+        suffix the frame's ``info`` id (``cif_id``, ``material_id``, ``id`` or ``name``) or
+        ``:INDEX`` (0-based).
+
+    Raises
+    ------
+    InputError
+        A file its reader cannot read, an extxyz frame without a lattice (three cell vectors and
+        periodic boundaries), or the faults of :func:`check_structure` (naming the frame).
+    """
+    if fmt == "poscar":
+        from pymatgen.io.vasp import Poscar
+
+        try:
+            structure = Poscar.from_str(text, read_velocities=False).structure
+        except Exception as exc:  # pymatgen raises many types on bad files
+            raise InputError(f"{source}: not a readable POSCAR ({_first_line(exc)})") from None
+        return [("", _sorted(check_structure(structure, source, max_sites)))]
+    if fmt == "json":
+        from pymatgen.core import Structure
+
+        try:
+            raw = json.loads(text)
+            if isinstance(raw, dict) and isinstance(raw.get("structure"), dict):  # a Materials Project document
+                raw = raw["structure"]
+            if not isinstance(raw, dict) or "lattice" not in raw or "sites" not in raw:
+                raise ValueError("no 'lattice' and 'sites': not a pymatgen Structure.as_dict()")
+            structure = Structure.from_dict(raw)
+        except Exception as exc:
+            raise InputError(f"{source}: not a readable pymatgen structure JSON ({_first_line(exc)})") from None
+        return [("", _sorted(check_structure(structure, source, max_sites)))]
+    if fmt == "extxyz":
+        from ase.io import read
+
+        try:
+            frames = read(io.StringIO(text), index=":", format="extxyz")
+        except Exception as exc:
+            raise InputError(f"{source}: not a readable extended XYZ file ({_first_line(exc)})") from None
+        if not frames:
+            raise InputError(f"{source}: no frames")
+        out = []
+        for k, atoms in enumerate(frames):
+            suffix = _frame_id(atoms, k)
+            name = f"{source}{suffix}" if suffix.startswith(":") else f"{source}:{suffix}"
+            out.append((suffix, structure_from_object(atoms, name, max_sites)))
+        return out
+    raise InputError(f"{source}: unknown structure format {fmt!r}; one of {', '.join(STRUCTURE_FORMATS)}")
+
+
+def _frame_id(atoms, index: int) -> str:
+    for key in ("cif_id", "material_id", "id", "name"):
+        value = atoms.info.get(key)
+        if isinstance(value, str | int) and str(value).strip():
+            return str(value).strip()
+    return f":{index}"
+
+
+def structure_from_object(obj: Any, source: str, max_sites: int | None = None) -> Structure:
+    """A pymatgen ``Structure`` or ASE ``Atoms`` of a Python session as a checked, sorted ``Structure``.
+
+    ASE ``Atoms`` go through pymatgen's ``AseAtomsAdaptor``; they need a lattice (three cell vectors
+    and periodic boundaries in all three directions).
+
+    Raises
+    ------
+    InputError
+        Another type, Atoms without a lattice, or the faults of :func:`check_structure`, naming ``source``.
+    """
+    from pymatgen.core import Structure
+
+    atoms_type = sys.modules["ase"].Atoms if "ase" in sys.modules else ()  # an Atoms means ASE is imported
+    if isinstance(obj, Structure):
+        structure = obj.copy()
+    elif isinstance(obj, atoms_type):
+        cell = obj.get_cell()
+        if cell.rank != 3 or not all(obj.get_pbc()):
+            raise InputError(f"{source}: ASE Atoms without a lattice (three cell vectors, periodic in x, y and z); "
+                             "CGCNN needs a crystal")
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        try:
+            structure = AseAtomsAdaptor.get_structure(obj)
+        except Exception as exc:
+            raise InputError(f"{source}: cannot convert the ASE Atoms ({_first_line(exc)})") from None
+    else:
+        raise InputError(f"{source}: a {type(obj).__name__}, not a pymatgen Structure, ASE Atoms or a file path")
+    return _sorted(check_structure(structure, source, max_sites))
