@@ -258,10 +258,10 @@ def test_bad_cif_in_train(capsys, work, cif_folder):
 def test_too_many_sites(capsys, work, cif_folder, small_model, monkeypatch):
     """A cell over the site limit is refused with its number of sites and the limit
     (the limit lowered here from 5000 so the test stays small)."""
-    import cgcnn.crystals.structure
+    from cgcnn.crystals import structure as structure_module
 
-    assert cgcnn.data.MAX_SITES == cgcnn.crystals.structure.MAX_SITES == 5000
-    monkeypatch.setattr(cgcnn.crystals.structure, "MAX_SITES", 12)
+    assert cgcnn.data.MAX_SITES == structure_module.MAX_SITES == 5000
+    monkeypatch.setattr(structure_module, "MAX_SITES", 12)
     big = crystals()["NaCl"] * (2, 1, 1)  # 16 sites
     write_folder(cif_folder, {"big": big})
     (cif_folder / "id_prop.csv").write_text("Si,2.17\nbig,1.0\n")
