@@ -162,3 +162,18 @@ def test_errors_are_one_line_input_errors_naming_the_crystal(model, tmp_path):
         model.predict([SAMPLE / "Si.cif", SAMPLE / "C.cif"], ids=["a"])
     with pytest.raises(InputError, match="needs at least 2 crystals|at least 2"):
         KappaModel.fit([SAMPLE / "Si.cif"], [2.2], source=SOURCE, members="none", last_layer_type="ridge")
+
+
+def test_parquet_results_round_trip_to_the_csv_values(expected, tmp_path):
+    """--results FILE.parquet (and --test-results) hold the CSV's values, with its columns; chunked."""
+    folder, _ = expected
+    for results, test in (("r.parquet", "t.parquet"), ("r.csv", "t.csv")):  # three chunks of 5, 5 and 2
+        proc = _cli("--train", 0, SOURCE, folder, "--last-layer", LAYER_V2, "--results", tmp_path / results,
+                    "--test-results", tmp_path / test, "--chunk-size", 5, "-b", 5, "-j", 0, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    table = pd.read_parquet(tmp_path / "r.parquet").set_index("cif_id")
+    _same(table, pd.read_csv(tmp_path / "r.csv", dtype={"cif_id": str}).set_index("cif_id"))
+    assert table["in_domain"].dtype == bool and table["prediction"].dtype == np.float64
+    test = pd.read_parquet(tmp_path / "t.parquet")
+    assert list(test.columns) == ["cif_id", "target", "prediction"] and list(test["cif_id"]) == _ids()
+    assert not (tmp_path / "r.parquet.parts").exists()

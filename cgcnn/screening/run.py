@@ -62,7 +62,7 @@ from cgcnn.screening.screener import (
     _csv_header,
     atom_tables,
 )
-from cgcnn.screening.workfolder import _check_manifest, _manifest, _Work, work_folder
+from cgcnn.screening.workfolder import _check_manifest, _manifest, _Work, is_parquet, work_folder
 
 __all__ = ["ON_ERROR", "local_shards", "ScreenSettings", "Screener", "Shard", "ScreenSummary", "atom_tables", "screen",
            "work_folder",
@@ -215,7 +215,11 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
     n_chunks = -(-len(data) // chunk)
     folder = work_folder(results)
     manifest = _manifest(screener, data, settings, file_sha256(layer_path) if layer_path is not None else None)
-    work = _Work(folder)
+    parts = {"results": results, "test": test_results, "skipped": skipped_csv}
+    work = _Work(folder, frozenset(part for part, path in parts.items() if is_parquet(path)))
+    manifest["options"]["Parquet outputs"] = sorted(work.parquet)  # the shards' format
+    headers = {"results": _csv_header(screener.columns), "test": _csv_header(TEST_COLUMNS),
+               "skipped": _csv_header(SKIPPED_COLUMNS)}
     done: set[int] = set()
     if folder.exists():
         if not settings.resume:
@@ -258,7 +262,7 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
         else:
             shards = local_shards(screener, chunks, settings)
         for shard in shards:
-            work.write(shard)
+            work.write(shard, headers)
             progress.update(shard.stats["n"] + shard.stats["skipped"], shard.stats["skipped"])
     except InputError:
         shutil.rmtree(folder, ignore_errors=True)  # a bad input: nothing written, nothing to resume
@@ -285,11 +289,11 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
         for key, value in work.stats(index).items():
             totals[key] = value if key == "level" else totals.get(key, 0) + value
     with outputs:
-        outputs.save(results, None, saver=work.writer("results", _csv_header(screener.columns), n_chunks))
+        outputs.save(results, None, saver=work.writer("results", headers["results"], n_chunks))
         if test_results is not None:
-            outputs.save(test_results, None, saver=work.writer("test", _csv_header(TEST_COLUMNS), n_chunks))
+            outputs.save(test_results, None, saver=work.writer("test", headers["test"], n_chunks))
         if skipped_csv is not None:
-            outputs.save(skipped_csv, None, saver=work.writer("skipped", _csv_header(SKIPPED_COLUMNS), n_chunks))
+            outputs.save(skipped_csv, None, saver=work.writer("skipped", headers["skipped"], n_chunks))
     shutil.rmtree(folder, ignore_errors=True)
     n_t = totals.get("n_targets", 0)
     mae = totals["abs_err"] / n_t if n_t else math.nan

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 
 from cgcnn import InputError
 from cgcnn.data import atom_init_digest
-from cgcnn.outputs import save_text
+from cgcnn.outputs import save_atomic, save_text
 
 if TYPE_CHECKING:
     from cgcnn.crystals import CrystalInput
     from cgcnn.screening.screener import Screener, ScreenSettings, Shard
 
-__all__ = ["work_folder"]
+__all__ = ["work_folder", "is_parquet", "parquet_table"]
 
 _MANIFEST_FORMAT = "cgcnn-kappa screen 1"
 _PARTS = ("results", "test", "skipped")
@@ -39,30 +39,78 @@ def work_folder(results: str | os.PathLike) -> Path:
     return results.with_name(results.name + ".parts")
 
 
-class _Work:
-    """The shards of one run (see the module docstring)."""
+def is_parquet(path: str | os.PathLike | None) -> bool:
+    """Whether an output is written as Parquet (its name ends in ``.parquet``), else CSV."""
+    return path is not None and str(path).lower().endswith(".parquet")
 
-    def __init__(self, folder: Path):
+
+def parquet_table(text: str):
+    """CSV text with its header (as the shards hold it) as a pyarrow Table of the same values: ``cif_id``,
+    ``reason`` as strings, ``in_domain`` as booleans, every other column float64 (NaN where empty)."""
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+
+    header = text.split("\n", 1)[0].split(",")
+    types = {c: pa.string() if c in ("cif_id", "reason") else pa.bool_() if c == "in_domain" else pa.float64()
+             for c in header}
+    frame = pd.read_csv(io.StringIO(text), dtype={c: str for c, k in types.items() if k == pa.string()},
+                        keep_default_na=False, na_values=[""])
+    for column, kind in types.items():
+        if kind == pa.bool_():
+            frame[column] = frame[column].astype(bool)
+        elif kind == pa.float64():
+            frame[column] = frame[column].astype("float64")
+    return pa.Table.from_pandas(frame, schema=pa.schema([(c, k) for c, k in types.items()]), preserve_index=False)
+
+
+class _Work:
+    """The shards of one run (see the module docstring); the parts named in ``parquet`` are Parquet files."""
+
+    def __init__(self, folder: Path, parquet: frozenset = frozenset()):
         self.folder = folder
+        self.parquet = parquet
 
     def shard_file(self, index: int, part: str) -> Path:
-        suffix = "json" if part == "stats" else f"{part}.csv"
+        suffix = "json" if part == "stats" else f"{part}.{'parquet' if part in self.parquet else 'csv'}"
         return self.folder / f"{index:07d}.{suffix}"
 
     def done(self) -> set[int]:
         return {int(p.name.split(".")[0]) for p in self.folder.glob("*.json")
                 if p.name != "manifest.json" and p.name.split(".")[0].isdigit()}
 
-    def write(self, shard: Shard) -> None:
+    def write(self, shard: Shard, headers: dict) -> None:
+        """Write a chunk's shard, its ``.json`` last; ``headers``: each part's CSV header line."""
         for part in _PARTS:
-            save_text(getattr(shard, part), self.shard_file(shard.index, part))
+            if part in self.parquet:
+                import pyarrow.parquet as pq
+
+                path = self.shard_file(shard.index, part)
+                save_atomic(parquet_table(headers[part] + getattr(shard, part)), path,
+                            saver=lambda table, f: pq.write_table(table, f))
+            else:
+                save_text(getattr(shard, part), self.shard_file(shard.index, part))
         save_text(json.dumps({"index": shard.index, "stats": shard.stats}), self.shard_file(shard.index, "stats"))
 
     def stats(self, index: int) -> dict:
         return json.loads(self.shard_file(index, "stats").read_text())["stats"]
 
     def writer(self, part: str, header: str, n_chunks: int) -> Callable:
-        """A saver for :meth:`OutputSet.save` that writes ``header`` then every shard's ``part``."""
+        """A saver for :meth:`OutputSet.save` that writes ``header`` then every shard's ``part`` (CSV), or
+        every shard's table as one Parquet file (one row group per chunk)."""
+        if part in self.parquet:
+            def save_parquet(_, f):
+                import pyarrow.parquet as pq
+
+                schema = parquet_table(header).schema
+                with pq.ParquetWriter(f, schema) as out:
+                    for index in range(n_chunks):
+                        table = pq.read_table(self.shard_file(index, part))
+                        if table.num_rows:
+                            out.write_table(table.cast(schema))
+            return save_parquet
+
         def save(_, f):
             f.write(header.encode("utf-8"))
             for index in range(n_chunks):
