@@ -177,3 +177,13 @@ def test_parquet_results_round_trip_to_the_csv_values(expected, tmp_path):
     test = pd.read_parquet(tmp_path / "t.parquet")
     assert list(test.columns) == ["cif_id", "target", "prediction"] and list(test["cif_id"]) == _ids()
     assert not (tmp_path / "r.parquet.parts").exists()
+
+
+def test_the_documented_example_runs(tmp_path):
+    """docs/python_api_example.py (README, "Python API"): fit, predict session structures, plot."""
+    out = tmp_path / "kappa.png"
+    proc = subprocess.run([sys.executable, str(REPO / "docs" / "python_api_example.py"), "--quick", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "cross-validated MAE" in proc.stdout and "MgO" in proc.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
