@@ -8,7 +8,8 @@ chunks, in bounded memory, resumable, on this machine's cores or a ``dask.distri
 - :mod:`~cgcnn.screening.chunk`: a chunk's crystals read and made into graphs in any process
   (:func:`prepare_crystal`), then read as each model's dataset (:class:`ChunkData`);
 - :mod:`~cgcnn.screening.workfolder`: the work folder of shards and its manifest (``--resume``);
-- :mod:`~cgcnn.screening.cluster`: the chunks on a Dask cluster (``--dask``).
+- :mod:`~cgcnn.screening.cluster`: the chunks on a Dask cluster (``--dask``), Dask's output in its log
+  (:func:`dask_log`).
 
 Layer: above :mod:`cgcnn.transfer`, beside :mod:`cgcnn.evaluation` (neither imports the other).
 """
@@ -30,12 +31,13 @@ from cgcnn.screening.run import (
     ScreenSummary,
     Shard,
     atom_tables,
+    dask_log,
     screen,
     work_folder,
 )
 
 __all__ = [
     "AtomTable", "ChunkData", "ON_ERROR", "PrepSpec", "Prepared", "RESULT_COLUMNS", "SKIPPED_COLUMNS",
-    "ScreenSettings", "ScreenSummary", "Screener", "Shard", "TEST_COLUMNS", "atom_tables", "prepare_crystal",
-    "screen", "work_folder",
+    "ScreenSettings", "ScreenSummary", "Screener", "Shard", "TEST_COLUMNS", "atom_tables", "dask_log",
+    "prepare_crystal", "screen", "work_folder",
 ]
