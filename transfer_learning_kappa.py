@@ -259,7 +259,7 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     from cgcnn.crystals import open_input
     from cgcnn.model import SourceModel, network_threads
     from cgcnn.outputs import OutputSet
-    from cgcnn.screening import Screener, atom_tables, screen
+    from cgcnn.screening import Screener, atom_tables, dask_log, screen
     from cgcnn.transfer import load_property_models
 
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
@@ -271,7 +271,8 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     inputs = _input_names(paths, prop_paths)
     inputs["--last-layer"] = args.last_layer
     inputs["CIFPATH"] = data.path / "id_prop.csv" if data.kind == "folder" else data.path
-    outs = OutputSet({"--results": results, "--test-results": args.test_results, "skipped.csv": skipped},
+    outs = OutputSet({"--results": results, "--test-results": args.test_results, "skipped.csv": skipped,
+                      "Dask log": dask_log(results) if args.dask else None},
                      inputs=inputs)  # checked before the long part
 
     t0 = time.time()

@@ -148,7 +148,8 @@ def add_screen_options(parser: argparse.ArgumentParser, output: str = "--results
                             "--batch-size (default: 4 x --batch-size)")
     group.add_argument("--dask", default=None, metavar="ADDRESS",
                        help="run the chunks on a dask.distributed cluster: 'local' (a LocalCluster of this "
-                            "machine's cores) or a scheduler address such as tcp://host:8786")
+                            f"machine's cores) or a scheduler address such as tcp://host:8786; Dask's own output "
+                            f"goes to {name}.dask.log")
 
 
 def add_quiet_option(parser: argparse.ArgumentParser) -> None:

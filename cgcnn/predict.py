@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
     from cgcnn.crystals import open_input  # the engine imports numpy and torch: not at import (--help stays fast)
     from cgcnn.model import SourceModel, network_threads
-    from cgcnn.screening import Screener, ScreenSettings, atom_tables, screen
+    from cgcnn.screening import Screener, ScreenSettings, atom_tables, dask_log, screen
 
     settings = ScreenSettings(batch_size=args.batch_size, chunk_size=args.chunk_size, on_error=args.on_error,
                               resume=args.resume, dask=args.dask, workers=args.workers, progress=not args.quiet,
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     data = open_input(args.cifpath)
     out = Path(args.out)
     skipped = out.with_name("skipped.csv") if args.on_error == "skip" else None
-    outs = OutputSet({"--out": out, "skipped.csv": skipped}, inputs={  # checked before the long part
+    outs = OutputSet({"--out": out, "skipped.csv": skipped, "Dask log": dask_log(out) if args.dask else None},
+                     inputs={  # checked before the long part
         "model": args.modelpath, "CIFPATH": data.path / "id_prop.csv" if data.kind == "folder" else data.path,
         "atom_init.json": args.atom_init or data.path / "atom_init.json"})
 

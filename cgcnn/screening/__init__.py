@@ -30,13 +30,18 @@ from cgcnn.screening.run import (
     ScreenSummary,
     Shard,
     atom_tables,
+    dask_log,
     local_shards,
     screen,
     work_folder,
 )
+from cgcnn.screening.workfolder import (
+    is_parquet,
+    parquet_table,
+)
 
 __all__ = [
     "AtomTable", "ChunkData", "ON_ERROR", "PrepSpec", "Prepared", "RESULT_COLUMNS", "SKIPPED_COLUMNS",
-    "ScreenSettings", "ScreenSummary", "Screener", "Shard", "TEST_COLUMNS", "atom_tables", "local_shards",
-    "prepare_crystal", "screen", "work_folder",
+    "ScreenSettings", "ScreenSummary", "Screener", "Shard", "TEST_COLUMNS", "atom_tables", "dask_log",
+    "is_parquet", "local_shards", "parquet_table", "prepare_crystal", "screen", "work_folder",
 ]

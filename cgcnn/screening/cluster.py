@@ -6,14 +6,27 @@ into a :class:`cgcnn.screening.screener.Screener` of its own, once (:func:`_scre
 returns each chunk's :class:`cgcnn.screening.screener.Shard`, or the chunk's one-line
 :class:`~cgcnn.InputError`, which the client raises.  :func:`_dask_chunks` keeps at most
 two chunks per worker thread in flight and yields the shards as they finish, in any order.
+
+Dask's own output never reaches the terminal (:func:`_dask_output_to`): while the client and
+cluster live, the log records and warnings of Dask here and everything the worker processes
+of a ``LocalCluster`` write are appended to the run's Dask log (``dask.log`` in the work
+folder, ``<results>.dask.log`` when the run is done: :func:`dask_log`).  The tool's own
+messages (one line per error and warning, the progress line) stay on stderr as without
+``--dask``: a chunk's warnings travel back with its Shard and are issued here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import shutil
+import sys
 import tempfile
+import threading
+import time
+import warnings
 from pathlib import Path
 
 from cgcnn import InputError, available_cores
@@ -21,10 +34,26 @@ from cgcnn.crystals import CrystalText
 from cgcnn.screening.screener import Screener, Shard
 
 _WORKER_SCREENERS: dict = {}
+_DASK_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")  # what Dask and its libraries log to
+_WORK_LOG = "dask.log"  # in the work folder while the run lasts
 
 
-def _dask_screen_chunk(spec: dict, index: int, crystals: list[CrystalText]) -> Shard:
-    """A Dask task: the Shard of one chunk, the models loaded once per worker from ``spec``'s bytes."""
+def dask_log(results: str | os.PathLike) -> Path:
+    """The Dask log of a screening run with ``--dask``: ``<results>.dask.log`` beside the results file.
+
+    Dask's (scheduler, client, nannies, workers) log records, warnings and anything its worker
+    processes print, appended while the run lasts to ``dask.log`` in the work folder
+    (:func:`cgcnn.screening.work_folder`, kept there with the shards of an interrupted run), and
+    renamed here with the results when the run is done.  A command line names it among its
+    outputs (:class:`cgcnn.outputs.OutputSet`), so that it is never one of the run's inputs.
+    """
+    results = Path(results)
+    return results.with_name(results.name + ".dask.log")
+
+
+def _dask_screen_chunk(spec: dict, index: int, crystals: list[CrystalText]) -> tuple[Shard | InputError, tuple]:
+    """A Dask task: the Shard of one chunk, the models loaded once per worker from ``spec``'s bytes,
+    and the warnings of its crystals (strings), which the client issues as the tool does without Dask."""
     screener = _WORKER_SCREENERS.get(spec["key"])
     if screener is None:
         screener = _screener_from_spec(spec)
@@ -33,10 +62,14 @@ def _dask_screen_chunk(spec: dict, index: int, crystals: list[CrystalText]) -> S
     import torch
 
     torch.set_num_threads(1)
+    prepared = screener.prepare(crystals)
+    notes = tuple(note for p in prepared for note in p.notes)
+    for p in prepared:
+        p.notes = ()  # issued by the client, not on the worker's stderr (the Dask log)
     try:
-        return screener.finish(index, crystals, screener.prepare(crystals))
+        return screener.finish(index, crystals, prepared), notes
     except InputError as exc:  # returned, not raised: the client raises it as one line, no worker log
-        return exc
+        return exc, notes
 
 
 def _screener_from_spec(spec: dict) -> Screener:
@@ -84,16 +117,139 @@ def _dask_spec(screener: Screener, layer_path: Path, trust_pickle: bool, device)
             "table_sources": [t.source for t in screener.tables], "settings": screener.settings}
 
 
-def _dask_client(address: str, log):
+def _import_distributed():
     try:
-        from dask.distributed import Client, LocalCluster
+        import distributed
     except ImportError:
         raise InputError("--dask needs dask.distributed: pip install \"dask[distributed]\"") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def _dask_session(address: str, log, log_path: Path):
+    """The Dask client of a run (and its ``LocalCluster`` with ``address="local"``), closed after the
+    block; meanwhile Dask's output is appended to ``log_path`` (:func:`_dask_output_to`)."""
+    with _dask_output_to(log_path, address):
+        client, cluster = _dask_client(address, log)
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.close()
+
+
+@contextlib.contextmanager
+def _dask_output_to(path: Path, address: str):
+    """Within the block, Dask's output goes to the end of the file ``path``, not to the terminal.
+
+    - This process's file descriptors 1 and 2 (stdout, stderr) point to ``path``, so that the worker
+      processes a ``LocalCluster`` starts meanwhile (restarted ones too) write there from their
+      first line: their log records, warnings, anything their libraries print.  ``sys.stdout`` and
+      ``sys.stderr`` are, meanwhile, new streams on copies of the former descriptors: the tool's
+      own messages (progress, one-line warnings and errors) reach the terminal as without Dask.
+    - The loggers of Dask and its libraries here (``distributed``, ``tornado``, ``asyncio``,
+      ``bokeh``) write to ``path``, at the levels Dask's configuration sets (nothing is silenced).
+    - Warnings raised by Dask's threads or in its packages are written to ``path``; the tool's own,
+      raised in the main thread, are left as they are.
+
+    Everything is restored after the block, whatever ends it.  The file gets a first line naming the
+    time, the process and ``--dask ADDRESS``, so that the runs of a resumed screening are told apart.
+
+    Raises
+    ------
+    InputError
+        ``dask.distributed`` is not installed, or ``path`` cannot be written.
+    """
+    distributed = _import_distributed()  # its import sets up its loggers' handlers: replaced below
+    import dask
+    import tornado
+
+    try:
+        handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the Dask log ({exc.strerror})") from None
+    handler.setFormatter(logging.Formatter(dask.config.get("distributed.admin.log-format")))
+    handler.handle(logging.makeLogRecord({
+        "name": "cgcnn", "levelno": logging.INFO, "levelname": "INFO",
+        "msg": f"--dask {address}: {time.strftime('%Y-%m-%d %H:%M:%S')}, process {os.getpid()}"}))
+    saved = []
+    for name in _DASK_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.handlers[:], logger.propagate))
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    packages = tuple(os.path.dirname(m.__file__) + os.sep for m in (dask, distributed, tornado))
+    shown = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if file is None and (threading.current_thread() is not threading.main_thread()
+                             or str(filename).startswith(packages)):
+            handler.handle(logging.makeLogRecord({
+                "name": "py.warnings", "levelno": logging.WARNING, "levelname": "WARNING",
+                "msg": f"{filename}:{lineno}: {category.__name__}: {message}"}))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
+    try:
+        with _descriptors_to(handler.stream.fileno()):
+            yield
+    finally:
+        warnings.showwarning = shown
+        for logger, handlers, propagate in saved:
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+        handler.close()
+
+
+@contextlib.contextmanager
+def _descriptors_to(fd: int):
+    """Within the block, file descriptors 1 and 2 are copies of ``fd`` (what child processes inherit and
+    C libraries write to); ``sys.stdout`` and ``sys.stderr``, where they wrote to 1 and 2, are replaced by
+    line-buffered streams on copies of the former descriptors.  Restored after the block."""
+    streams = []
+    for number, name in ((1, "stdout"), (2, "stderr")):
+        stream = getattr(sys, name)
+        with contextlib.suppress(Exception):
+            stream.flush()
+        try:
+            own = stream.fileno() == number
+        except (AttributeError, OSError, ValueError):  # not a file (e.g. captured by pytest)
+            own = False
+        former = os.dup(number)
+        replacement = None
+        if own:
+            replacement = open(os.dup(former), "w", buffering=1, encoding=stream.encoding,
+                               errors=stream.errors)
+            setattr(sys, name, replacement)
+        streams.append((number, name, stream, former, replacement))
+        os.dup2(fd, number)
+    try:
+        yield
+    finally:
+        for number, name, stream, former, replacement in reversed(streams):
+            if replacement is not None:
+                with contextlib.suppress(Exception):
+                    replacement.flush()
+                setattr(sys, name, stream)
+                replacement.close()
+            os.dup2(former, number)
+            os.close(former)
+
+
+def _dask_client(address: str, log):
+    """``(client, cluster)``: a LocalCluster of this machine's cores and its client (``address="local"``),
+    or ``(client, None)`` of the scheduler at ``address``."""
+    from dask.distributed import Client, LocalCluster
+
     if address == "local":
         cores = available_cores()
         log(f"starting a Dask LocalCluster of {cores} worker process(es), one thread each")
         cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.CRITICAL)
+                               silence_logs=False)
         return Client(cluster), cluster
     try:
         return Client(address, timeout=30), None
@@ -123,7 +279,9 @@ def _dask_chunks(client, chunks, spec: dict):
             done, running = wait(running, return_when="FIRST_COMPLETED")
             running = set(running)
             for future in done:
-                shard = future.result()
+                shard, notes = future.result()
+                for note in notes:
+                    warnings.warn(note, UserWarning, stacklevel=2)
                 if isinstance(shard, InputError):
                     raise shard
                 yield shard

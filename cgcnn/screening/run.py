@@ -50,7 +50,7 @@ from cgcnn.crystals import CrystalInput
 from cgcnn.data import run_tasks, start_pool
 from cgcnn.outputs import file_sha256, save_text
 from cgcnn.screening.chunk import prepare_crystal
-from cgcnn.screening.cluster import _dask_chunks, _dask_client, _dask_spec
+from cgcnn.screening.cluster import _WORK_LOG, _dask_chunks, _dask_session, _dask_spec, dask_log
 from cgcnn.screening.screener import (
     ON_ERROR,
     RESULT_COLUMNS,
@@ -65,7 +65,7 @@ from cgcnn.screening.screener import (
 from cgcnn.screening.workfolder import _check_manifest, _manifest, _Work, is_parquet, work_folder
 
 __all__ = ["ON_ERROR", "local_shards", "ScreenSettings", "Screener", "Shard", "ScreenSummary", "atom_tables", "screen",
-           "work_folder",
+           "work_folder", "dask_log",
            "RESULT_COLUMNS", "TEST_COLUMNS", "SKIPPED_COLUMNS"]
 
 
@@ -98,6 +98,11 @@ class _Progress:
     def rate(self) -> float:
         elapsed = time.monotonic() - self.t0
         return (self.done - self.start_done) / elapsed if elapsed > 0 else float("nan")
+
+
+def _copy(path: Path, f) -> None:
+    with open(path, "rb") as src:
+        shutil.copyfileobj(src, f)
 
 
 def _duration(seconds: float) -> str:
@@ -183,7 +188,8 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
     screener : Screener
     data : CrystalInput
     outputs : cgcnn.outputs.files.OutputSet
-        Holding ``results``, ``test_results`` and ``skipped_csv`` (checked before any work).
+        Holding ``results``, ``test_results`` and ``skipped_csv`` (checked before any work), and
+        with ``settings.dask`` the Dask log :func:`dask_log` ``(results)``.
     results, test_results : Path
         The CSV files (columns :data:`RESULT_COLUMNS`, :data:`TEST_COLUMNS`); without a last
         layer, ``results`` has the columns :data:`TEST_COLUMNS` and ``test_results`` is None.
@@ -194,7 +200,8 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
     trust_pickle, device
         As the last layer and source models were loaded (for Dask workers).
     log : callable
-        Gets one-line messages (resumption, Dask).
+        Gets one-line messages (resumption, Dask).  Dask's own output goes to the Dask log
+        (:func:`cgcnn.screening.cluster.dask_log`), never to stderr.
 
     Returns
     -------
@@ -242,9 +249,10 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
             raise InputError(f"{folder}: cannot make the work folder ({exc.strerror})") from None
         save_text(json.dumps(manifest, indent=1), folder / "manifest.json")
 
-    client = cluster = None
+    session = contextlib.ExitStack()
+    client = None
     if settings.dask:
-        client, cluster = _dask_client(settings.dask, log)
+        client = session.enter_context(_dask_session(settings.dask, log, folder / _WORK_LOG))
     already = sum(min(chunk, len(data) - i * chunk) for i in done)
     progress = _Progress(len(data), already, settings.progress)
     previous = None
@@ -253,7 +261,10 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
             raise SystemExit(128 + signum)
 
         previous = signal.signal(signal.SIGTERM, terminate)
-    kept = f"the finished chunks are kept in {folder}: run the same command with --resume to continue"
+    kept = f"the finished chunks are kept in {folder}"
+    if settings.dask:
+        kept += f" (Dask's log: {folder / _WORK_LOG})"
+    kept += ": run the same command with --resume to continue"
     shards = None
     try:
         chunks = data.chunks(chunk, done)
@@ -277,12 +288,7 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
             shards.close()  # stops the pool or cancels the cluster's tasks at once
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close()
+        session.close()  # the client and cluster, then Dask's output back where it was
 
     totals: dict = {}
     for index in range(n_chunks):
@@ -294,6 +300,8 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
             outputs.save(test_results, None, saver=work.writer("test", headers["test"], n_chunks))
         if skipped_csv is not None:
             outputs.save(skipped_csv, None, saver=work.writer("skipped", headers["skipped"], n_chunks))
+        if settings.dask:
+            outputs.save(dask_log(results), None, saver=lambda _, f: _copy(folder / _WORK_LOG, f))
     shutil.rmtree(folder, ignore_errors=True)
     n_t = totals.get("n_targets", 0)
     mae = totals["abs_err"] / n_t if n_t else math.nan
