@@ -196,8 +196,8 @@ def test_resume_after_crash_and_sigkill(fitted, tmp_path):
             "-b", "2", "--chunk-size", "2", "-j", "1", "-q"]
     code = ("import sys, runpy, threading, cgcnn.screening.run as s\n"
             "write = s._Work.write\n"
-            "def write_and_wait(self, shard):\n"
-            "    write(self, shard)\n"
+            "def write_and_wait(self, shard, *args):\n"
+            "    write(self, shard, *args)\n"
             "    threading.Event().wait()\n"
             "s._Work.write = write_and_wait\n"
             f"sys.argv = {argv!r}\n"
