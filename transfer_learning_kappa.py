@@ -133,7 +133,7 @@ def _property_paths(args, first_source: str) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cgcnn.transfer import LastLayer, check_level
+    from cgcnn.transfer import LastLayer
 
     check_counts(args, non_negative=("workers",))
     if args.cv_folds < 0:
@@ -173,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
         return _screen(args, paths, layer, descriptors, prop_paths, device)
     import pandas as pd
 
-    from cgcnn.data import check_log10_kappa
     from cgcnn.model import SourceModel
     from cgcnn.outputs import OutputSet
     from cgcnn.transfer import compute_features, inputs_record, load_property_models
@@ -185,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--on-error skip applies to --train 0 (screening) only; --train 1 needs every crystal")
 
     folder = Path(args.cifpath)
+    _check_targets(folder, args)  # before any feature is computed
     inputs = _input_names(paths, prop_paths)
     inputs["id_prop.csv"] = folder / "id_prop.csv"
     outputs = {"--last-layer": args.last_layer, "--test-results": args.test_results}
@@ -205,15 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "prediction": feats.source_prediction[:, 0]})
 
     if args.train == 1:
-        if feats.targets is None:
-            raise InputError(f"{folder / 'id_prop.csv'}: --train 1 needs targets (cif_id,log10 κ_L rows)")
-        check_log10_kappa(feats.targets, folder / "id_prop.csv", feats.ids)
-        if n < 2:
-            raise InputError(f"{folder / 'id_prop.csv'}: the last layer needs at least 2 crystals with targets, "
-                             f"got {n}")
         level = 0.9 if args.interval is None else args.interval
-        if args.interval is not None:
-            check_level(level, n, str(folder / "id_prop.csv"))
         log(f"fitting the last layer ({kind}) on {n} crystals x {feats.X.shape[1]} inputs "
             f"(crys_fea {feats.groups[0]}, descriptors {feats.groups[1]})")
         layer = LastLayer.fit(feats.X, feats.targets, kind, args.seed, args.cv_folds, level=level,
@@ -246,6 +238,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _check_targets(folder: Path, args) -> None:
+    """``--train 1``: refuse, before any model is loaded or feature computed, a data folder
+    without targets, with fewer than 2, with targets that are not log10 κ_L
+    (:func:`cgcnn.crystals.check_log10_kappa`), or too few for the ``--interval`` asked for."""
+    from cgcnn.crystals import check_log10_kappa, read_id_prop
+    from cgcnn.transfer import check_level
+
+    id_prop = folder / "id_prop.csv"
+    ids, targets = read_id_prop(folder)
+    if targets is None:
+        raise InputError(f"{id_prop}: --train 1 needs targets (cif_id,log10 κ_L rows)")
+    check_log10_kappa(targets, id_prop, ids)
+    if len(ids) < 2:
+        raise InputError(f"{id_prop}: the last layer needs at least 2 crystals with targets, got {len(ids)}")
+    if args.interval is not None:
+        check_level(args.interval, len(ids), str(id_prop))
+
+
 def _screen_settings(args):
     from cgcnn.screening import ScreenSettings
 
@@ -256,7 +266,7 @@ def _screen_settings(args):
 
 def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device) -> int:
     """``--train 0``: screen CIFPATH chunk by chunk (:func:`cgcnn.screen.screen`) and print the summary."""
-    from cgcnn.crystals import open_input
+    from cgcnn.crystals import check_log10_kappa, open_input
     from cgcnn.model import SourceModel, network_threads
     from cgcnn.outputs import OutputSet
     from cgcnn.screening import Screener, atom_tables, screen
@@ -266,6 +276,8 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     settings = _screen_settings(args)
     settings.check()
     data = open_input(args.cifpath)
+    if data.targets is not None:  # compared with the predictions: they must be log10 κ_L too
+        check_log10_kappa(data.targets, data.path / "id_prop.csv", data.ids)
     results = Path(args.results)
     skipped = results.with_name("skipped.csv") if args.on_error == "skip" else None
     inputs = _input_names(paths, prop_paths)
