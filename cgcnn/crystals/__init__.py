@@ -8,7 +8,9 @@
 - :mod:`~cgcnn.crystals.folder`: a CGCNN data folder's ``id_prop.csv`` (:func:`read_id_prop`, log10 κ_L
   targets checked by :func:`check_log10_kappa`) and its ``<cif_id>.cif`` files (:func:`cif_file`);
 - :mod:`~cgcnn.crystals.archive`: the crystals of a folder or a ``.tar``/``.zip`` archive, in order and
-  in chunks (:func:`open_input`, :class:`CrystalInput`, :class:`CrystalText`, :func:`read_structure_text`).
+  in chunks (:func:`open_input`, :class:`CrystalInput`, :class:`CrystalText`, :func:`read_structure_text`);
+- :mod:`~cgcnn.crystals.members`: one CIF's bytes read with a bound (:data:`MAX_CIF_BYTES`,
+  :func:`read_cif_bytes`), from a file or an archive member, links in archives followed.
 
 Layer: above :mod:`cgcnn.outputs` only; no torch.
 """
@@ -16,8 +18,9 @@ Layer: above :mod:`cgcnn.outputs` only; no torch.
 from cgcnn.crystals.archive import ARCHIVE_SUFFIXES, CrystalInput, CrystalText, open_input, read_structure_text
 from cgcnn.crystals.cif import MIN_DISTANCE, check_geometry, read_cif
 from cgcnn.crystals.folder import LOG10_KAPPA_RANGE, check_log10_kappa, cif_file, read_id_prop
+from cgcnn.crystals.members import MAX_CIF_BYTES, read_cif_bytes
 from cgcnn.crystals.structure import MAX_SITES, read_structure, structure_from_bytes
 
-__all__ = ["ARCHIVE_SUFFIXES", "LOG10_KAPPA_RANGE", "MAX_SITES", "MIN_DISTANCE", "CrystalInput", "CrystalText",
-           "check_geometry", "check_log10_kappa", "cif_file", "open_input", "read_cif", "read_id_prop",
-           "read_structure", "read_structure_text", "structure_from_bytes"]
+__all__ = ["ARCHIVE_SUFFIXES", "LOG10_KAPPA_RANGE", "MAX_CIF_BYTES", "MAX_SITES", "MIN_DISTANCE", "CrystalInput",
+           "CrystalText", "check_geometry", "check_log10_kappa", "cif_file", "open_input", "read_cif",
+           "read_cif_bytes", "read_id_prop", "read_structure", "read_structure_text", "structure_from_bytes"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from cgcnn import InputError
 from cgcnn.crystals.folder import not_utf8
+from cgcnn.crystals.members import MAX_CIF_BYTES, read_cif_bytes
 
 if TYPE_CHECKING:  # pymatgen is imported only when a CIF is parsed
     from pymatgen.core import Structure
@@ -58,14 +59,12 @@ def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Str
         atoms, gives no readable symmetry, holds no sites or more than ``max_sites``,
         has partial occupancies or a species that is no element (a dummy ``X``), a
         zero-volume cell or overlapping atoms, a cell angle outside 0 ... 180 degrees or
-        an occupancy of 0 or less or above 1, or is UTF-16/UTF-32 text (or holds NUL bytes).
+        an occupancy of 0 or less or above 1, or is UTF-16/UTF-32 text (or holds NUL bytes);
+        if it is larger than :data:`cgcnn.crystals.members.MAX_CIF_BYTES` (50 MB, refused by its
+        size, unread).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    return structure_from_bytes(data, path, max_sites)
+    return structure_from_bytes(read_cif_bytes(path), path, max_sites)
 
 
 def structure_from_bytes(data: bytes, source: str | os.PathLike, max_sites: int | None = None) -> Structure:
@@ -83,6 +82,9 @@ def structure_from_bytes(data: bytes, source: str | os.PathLike, max_sites: int 
 
     if not data:
         raise InputError(f"{source}: empty file")
+    if len(data) > MAX_CIF_BYTES:
+        raise InputError(f"{source}: {len(data):,} bytes, more than the limit of {MAX_CIF_BYTES:,} bytes per CIF "
+                         "(cgcnn.crystals.MAX_CIF_BYTES)")
     problem = not_utf8(data)
     if problem:
         raise InputError(f"{source}: {problem}")
