@@ -32,7 +32,7 @@ import numpy as np
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-__all__ = ["parse_cif_fast", "gemmi_doc", "cif_number"]
+__all__ = ["parse_cif_fast", "gemmi_doc", "cif_number", "affine_ops", "distinct_ops", "close_pairs"]
 
 _SYMOP_TAGS = (
     "_symmetry_equiv_pos_as_xyz",
@@ -47,6 +47,10 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:\(\d+\))?")
 _PLAIN_NUMBERS = re.compile(r"(?:[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)? )*")  # space-separated, no '(2)'
 _SITE_TOL = 1e-4  # CifParser site_tolerance
 _FRAC_TOL = 1e-4  # CifParser frac_tolerance
+_CELLS = 4998  # cells per axis of the pair search: side just over 2e-4, twice _SITE_TOL
+MAX_PAIR_CANDIDATES = 20_000_000
+"""Most candidate pairs :func:`close_pairs` tests (about 1 GB of work arrays in chunks); beyond, the
+fast path gives the crystal to pymatgen (many images at one point: a few distinct sites)."""
 
 
 def gemmi_doc(text: str):
@@ -67,17 +71,38 @@ _electroneg_cache: dict[object, float] = {}
 _composition_cache: dict[object, object] = {}
 
 
-def _affine(ops: tuple[str, ...]) -> np.ndarray | None:
-    """Affine matrices, shape (K, 4, 4), of pymatgen's ``SymmOp.from_xyz_str`` for each op
-    (None if one does not parse); cached, as files repeat the same few lists."""
+def affine_ops(ops: tuple[str, ...]) -> np.ndarray | None:
+    """Affine matrices, shape (K, 4, 4), of pymatgen's ``SymmOp.from_xyz_str`` for each op, a
+    repeated string once (its images repeat the first one's exactly), None if one does not parse;
+    cached (a few hundred lists), as files repeat the same few lists."""
+    ops = tuple(dict.fromkeys(ops))
     if ops not in _symop_cache:
         from pymatgen.core.operations import SymmOp
 
+        if len(_symop_cache) > 512:
+            _symop_cache.clear()
         try:
             _symop_cache[ops] = np.array([SymmOp.from_xyz_str(s).affine_matrix for s in ops], dtype=np.float64)
         except ValueError:
             _symop_cache[ops] = None
     return _symop_cache[ops]
+
+
+
+def distinct_ops(affine: np.ndarray) -> np.ndarray:
+    """The operations of ``affine`` (K, 4, 4) with repeats left out, first occurrences in order.
+
+    Two operations are the same when their rotations are equal and their translations are
+    equal modulo whole cell vectors (to 1e-6): ``x+1,y,z`` is ``x,y,z``.  Their images differ
+    only by rounding, so pymatgen keeps the first one's; a symmetry-operation list without
+    repeats (every normal CIF) is returned as it is.
+    """
+    if len(affine) < 2:
+        return affine
+    rot = affine[:, :3, :3].reshape(len(affine), 9) + 0.0
+    trans = np.round(affine[:, :3, 3] * 1e6) % 1e6 + 0.0
+    _, first = np.unique(np.concatenate([rot, trans], axis=1), axis=0, return_index=True)
+    return affine if len(first) == len(affine) else affine[np.sort(first)]
 
 
 def _operate(affine: np.ndarray, coords: np.ndarray) -> np.ndarray:
@@ -234,11 +259,12 @@ def parse_cif_fast(text: str, doc=None) -> Structure | None:
         value = data.get(tag)
         if value:
             ops = (value,) if isinstance(value, str) else tuple(value)
-            affine = _affine(ops)
+            affine = affine_ops(ops)
             if affine is not None:
                 break
     if affine is None:
         return None
+    affine = distinct_ops(affine)
 
     # atom sites
     labels = data.get("_atom_site_label")
@@ -268,8 +294,8 @@ def parse_cif_fast(text: str, doc=None) -> Structure | None:
     # sites related by symmetry are merged by pymatgen (a disordered site): not here
     images = _operate(affine, coords)  # (n, K, 3), not wrapped
     if n > 1:
-        earlier, image = _close_pairs(coords, images.reshape(-1, 3))  # raw site vs image of a later one
-        if (earlier < image // len(affine)).any():
+        pairs = close_pairs(coords, images.reshape(-1, 3))  # raw site vs image of a later one
+        if pairs is None or (pairs[0] < pairs[1] // len(affine)).any():
             return None
 
     # symmetry images per element, in site order then op order (CifParser._unique_coords)
@@ -288,18 +314,59 @@ def parse_cif_fast(text: str, doc=None) -> Structure | None:
     return Structure(lattice, out_species, np.concatenate(out_coords), labels=out_labels)
 
 
-def _close_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _cells(x: np.ndarray) -> np.ndarray:
+    """Cell of each point (n, 3) of a grid of ``_CELLS`` per axis over the unit cell, periodic, as
+    one int64 key per point; points within 1e-4 of each other (periodically) lie in the same or
+    neighbouring cells."""
+    with np.errstate(invalid="ignore"):  # a coordinate of inf: no pair, as in pymatgen
+        wrapped = np.nan_to_num(x - np.floor(x))
+    return np.floor(wrapped * _CELLS).astype(np.int64) % _CELLS
+
+
+def _key(c: np.ndarray) -> np.ndarray:
+    return (c[:, 0] * _CELLS + c[:, 1]) * _CELLS + c[:, 2]
+
+
+def close_pairs(a: np.ndarray, b: np.ndarray, limit: int = MAX_PAIR_CANDIDATES
+                ) -> tuple[np.ndarray, np.ndarray] | None:
     """Index pairs (i, j) with ``a[i]`` within 1e-4 of ``b[j]`` in every fractional coordinate,
     periodically, computed as pymatgen's ``find_in_coord_list_pbc`` does (``a[i] - b[j]``, minus
-    its rounding); ``b`` is taken in chunks so that memory stays bounded."""
-    chunk = max(1, 1_000_000 // max(1, len(a)))
-    found_i, found_j = [], []
-    for start in range(0, len(b), chunk):
-        diff = a[:, None, :] - b[None, start:start + chunk, :]
-        diff -= np.round(diff)
-        i, j = np.nonzero(np.all(np.abs(diff) < _SITE_TOL, axis=-1))
-        found_i.append(i)
-        found_j.append(j + start)
+    its rounding).
+
+    Only pairs in the same or neighbouring cells of a periodic grid of side 2e-4 are tested (a
+    superset of the close pairs, so the result is that of testing every pair), in chunks: time
+    and memory grow with the number of points and of such candidate pairs, not with their
+    product.  None when there are more than ``limit`` candidates (many points at one place).
+    """
+    ca, cb = _cells(a), _cells(b)
+    kb = _key(cb)
+    order = np.argsort(kb, kind="stable")
+    sorted_kb = kb[order]
+    ranges = []
+    total = 0
+    for offset in np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T:
+        k = _key((ca + offset) % _CELLS)
+        lo = np.searchsorted(sorted_kb, k, "left")
+        counts = np.searchsorted(sorted_kb, k, "right") - lo
+        total += int(counts.sum())
+        if total > limit:
+            return None
+        ranges.append((lo, counts))
+    found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for lo, counts in ranges:
+        rows = np.nonzero(counts)[0]
+        if not len(rows):
+            continue
+        ends = np.cumsum(counts[rows])
+        for part in np.split(rows, np.searchsorted(ends, np.arange(1 << 20, ends[-1], 1 << 20), "right")):
+            c = counts[part]
+            i = np.repeat(part, c)
+            j = order[np.repeat(lo[part] - np.cumsum(c) + c, c) + np.arange(len(i))]
+            diff = a[i] - b[j]
+            diff -= np.round(diff)
+            close = np.all(np.abs(diff) < _SITE_TOL, axis=-1)
+            found_i.append(i[close])
+            found_j.append(j[close])
     return np.concatenate(found_i), np.concatenate(found_j)
 
 
@@ -307,7 +374,10 @@ def _first_unique(coords: np.ndarray) -> np.ndarray | None:
     """Mask of the coordinates (m, 3) kept by ``CifParser._unique_coords``: each unless
     within 1e-4 (fractional, periodic) of one kept before.  None if the closeness
     relation is not clean enough for the vectorised form to equal the sequential one."""
-    i, j = _close_pairs(coords, coords)
+    pairs = close_pairs(coords, coords)
+    if pairs is None:
+        return None
+    i, j = pairs
     earlier = i < j
     i, j = i[earlier], j[earlier]
     keep = np.ones(len(coords), dtype=bool)

@@ -89,10 +89,10 @@ def structure_from_bytes(data: bytes, source: str | os.PathLike, max_sites: int 
     if problem:
         raise InputError(f"{source}: {problem}")
     text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
-    structure = read_cif(source, text)
+    limit = MAX_SITES if max_sites is None else max_sites
+    structure = read_cif(source, text, max_sites=limit)
     if len(structure) == 0:
         raise InputError(f"{source}: no atomic sites")
-    limit = MAX_SITES if max_sites is None else max_sites
     if len(structure) > limit:
         raise InputError(f"{source}: {len(structure)} sites, more than the limit of {limit} sites per crystal "
                          "(cgcnn.crystals.MAX_SITES)")
