@@ -33,9 +33,10 @@ from cgcnn.screening.run import (
     screen,
     work_folder,
 )
+from cgcnn.screening.workfolder import ShardWriteError
 
 __all__ = [
     "AtomTable", "ChunkData", "ON_ERROR", "PrepSpec", "Prepared", "RESULT_COLUMNS", "SKIPPED_COLUMNS",
-    "ScreenSettings", "ScreenSummary", "Screener", "Shard", "TEST_COLUMNS", "atom_tables", "prepare_crystal",
-    "screen", "work_folder",
+    "ScreenSettings", "ScreenSummary", "Screener", "Shard", "ShardWriteError", "TEST_COLUMNS", "atom_tables",
+    "prepare_crystal", "screen", "work_folder",
 ]
