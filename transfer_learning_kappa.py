@@ -39,6 +39,8 @@ from cgcnn.cli import (
     add_screen_options,
     add_seed_option,
     check_counts,
+    check_options,
+    document_ranges,
     run_main,
 )
 
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_options(p)
     add_quiet_option(p)
     add_screen_options(p, output="--results", title="screening (--train 0)")
-    return p
+    return document_ranges(p)
 
 
 def _settings(args) -> tuple[str, str]:
@@ -133,6 +135,7 @@ def _property_paths(args, first_source: str) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_options(args)  # every numeric option in its range, before any work
     from cgcnn.transfer import LastLayer
 
     check_counts(args, non_negative=("workers",))

@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from cgcnn import InputError
-from cgcnn.cli import add_graph_options, add_quiet_option, check_counts, run_main
+from cgcnn.cli import add_graph_options, add_quiet_option, check_counts, check_options, document_ranges, run_main
 from cgcnn.evaluation import (  # noqa: F401  (re-exported: the protocol was defined here)
     BASELINES,
     Split,
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--workers", default=None, type=int, help="graph-building processes (default: all cores)")
     add_graph_options(p)
     add_quiet_option(p)
-    return p
+    return document_ranges(p)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     from cgcnn.transfer import default_property_models, load_property_models, with_members
 
     args = build_parser().parse_args(argv)
+    check_options(args)  # every numeric option in its range, before any work
     check_counts(args, at_least_one=("batch_size", "finetune_batch_size", "group_folds"))
     if not 0.5 <= args.interval < 1:
         raise InputError(f"--interval must lie in [0.5, 1), not {args.interval:g}")
