@@ -216,29 +216,50 @@ def main(argv: list[str] | None = None) -> int:
         with outs:
             outs.write_csv(args.test_results, source_results)
             layer.save_to(outs, args.last_layer)
-        chosen = f"{layer.kind} (chosen by cross-validation)" if layer.requested == "auto" else layer.kind
-        print(f"fit the {chosen} last layer on {n} crystals x {feats.X.shape[1]} inputs "
-              f"(descriptors: {descriptors}) -> {args.last_layer}")
-        if getattr(args, "descriptors_note", None):
-            print(f"note: {args.descriptors_note}")
-        print(f"training MAE {layer.train_mae:.3f} log10 κ_L"
-              + (" (a Gaussian process passes through its training data: judge it by the cross-validated MAE)"
-                 if layer.kind == "gp" and layer.train_mae < 0.01 else ""))
-        cv = layer.cv
-        if cv.get("mae") is not None:
-            print(f"{cv['folds']}-fold x {cv['repeats']} cross-validated MAE {cv['mae']:.3f} log10 κ_L "
-                  f"(predicting the mean: {cv['mae_constant']:.3f}); a factor of {10 ** cv['mae']:.2f} in κ_L")
-        iv = layer.interval
-        if iv.get("cv_coverage") is not None:
-            print(f"{iv['level']:.0%} interval (CV+): cross-validated coverage {iv['cv_coverage']:.0%}, "
-                  f"mean width {iv['cv_width']:.2f} log10 (a factor of {10 ** (iv['cv_width'] / 2):.1f} either way)")
-        elif args.cv_folds > n:
-            print(f"no cross-validation: --cv-folds {args.cv_folds} is more than the {n} crystals")
-        if iv.get("cv_coverage") is None and layer.conformal is None:
-            print(f"no prediction interval: {n} crystals are too few for a {level:.0%} interval "
-                  f"(CV+ needs at least 10 and more than {1 / (1 - level):.0f})")
+        _print_fit(layer, args, n, feats.X.shape[1], descriptors, level)
     log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s")
     return 0
+
+
+def _print_fit(layer, args, n: int, n_inputs: int, descriptors: str, level: float) -> None:
+    """The summary of ``--train 1``: what was fit and how its type was chosen, its errors, and how its
+    interval was calibrated (or that it has none); every line says what ran."""
+    from cgcnn.transfer import conformal_folds
+
+    cv, iv = layer.cv, layer.interval
+    no_cv = None if cv.get("folds") else (
+        "--cv-folds 0" if args.cv_folds == 0 else f"--cv-folds {args.cv_folds} is more than the {n} crystals")
+    chosen = layer.kind
+    if layer.requested == "auto":
+        chosen += " (chosen by cross-validation)" if no_cv is None else " (auto's default: no cross-validation ran)"
+    print(f"fit the {chosen} last layer on {n} crystals x {n_inputs} inputs "
+          f"(descriptors: {descriptors}) -> {args.last_layer}")
+    if getattr(args, "descriptors_note", None):
+        print(f"note: {args.descriptors_note}")
+    note = ""
+    if layer.kind == "gp" and layer.train_mae < 0.01:
+        note = (" (a Gaussian process passes through its training data: judge it by the cross-validated MAE)"
+                if no_cv is None else " (a Gaussian process passes through its training data; without "
+                "cross-validation nothing here measures its error on other crystals)")
+    print(f"training MAE {layer.train_mae:.3f} log10 κ_L{note}")
+    if cv.get("mae") is not None:
+        print(f"{cv['folds']}-fold x {cv['repeats']} cross-validated MAE {cv['mae']:.3f} log10 κ_L "
+              f"(predicting the mean: {cv['mae_constant']:.3f}); a factor of {10 ** cv['mae']:.2f} in κ_L")
+    elif no_cv is not None:
+        print(f"no cross-validation ({no_cv}): no error measured on held-out crystals")
+    if iv.get("cv_coverage") is not None:
+        print(f"{iv['level']:.0%} interval (CV+): cross-validated coverage {iv['cv_coverage']:.0%}, "
+              f"mean width {iv['cv_width']:.2f} log10 (a factor of {10 ** (iv['cv_width'] / 2):.1f} either way)")
+    elif layer.conformal is not None:
+        folds = conformal_folds(args.cv_folds, n)
+        how = (f"{folds} folds, the fewest it takes" if args.cv_folds < 2 else
+               f"{folds} folds, one crystal each" if args.cv_folds > n else f"{folds} folds")
+        why = (f"no cross-validation ({no_cv})" if no_cv is not None else
+               f"the cross-validation's training parts are too few crystals for a {level:.0%} interval")
+        print(f"{level:.0%} interval (CV+ with {how}); its coverage is not measured: {why}")
+    else:
+        print(f"no prediction interval: {n} crystals are too few for a {level:.0%} interval "
+              f"(CV+ needs at least 10 and more than {1 / (1 - level):.0f})")
 
 
 def _check_targets(folder: Path, args) -> None:
