@@ -9,6 +9,8 @@
   targets checked by :func:`check_log10_kappa`) and its ``<cif_id>.cif`` files (:func:`cif_file`);
 - :mod:`~cgcnn.crystals.archive`: the crystals of a folder or a ``.tar``/``.zip`` archive, in order and
   in chunks (:func:`open_input`, :class:`CrystalInput`, :class:`CrystalText`, :func:`read_structure_text`);
+- :mod:`~cgcnn.crystals.cif_bounds` (with :mod:`~cgcnn.crystals.sites`): what one CIF may cost, its
+  sites bounded from its counts before any symmetry image is made;
 - :mod:`~cgcnn.crystals.members`: one CIF's bytes read with a bound (:data:`MAX_CIF_BYTES`,
   :func:`read_cif_bytes`), from a file or an archive member, links in archives followed.
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cgcnn import InputError
-from cgcnn.crystals.cif_bounds import bounded_parser, check_cif_cost
+from cgcnn.crystals.cif_bounds import MAX_SITES, bounded_parser, check_cif_cost
 from cgcnn.crystals.cif_fast import cif_number, gemmi_doc, parse_cif_fast
 
 if TYPE_CHECKING:
@@ -110,8 +110,6 @@ def read_cif(path: str | Path, text: str | None = None, max_sites: int | None = 
         occupancy of 0 or less or above 1, more than 192 distinct symmetry operations, or
         atoms and operations that make more than ``max_sites`` sites.
     """
-    from cgcnn.crystals.structure import MAX_SITES
-
     limit = MAX_SITES if max_sites is None else max_sites
     path = Path(path)
     if text is None:
@@ -273,8 +271,6 @@ def parse_cif_pymatgen(path: str | Path, text: str, doc=None, max_sites: int | N
         As :func:`read_cif`.
     """
     from pymatgen.core import Structure
-
-    from cgcnn.crystals.structure import MAX_SITES
 
     limit = MAX_SITES if max_sites is None else max_sites
     path = Path(path)

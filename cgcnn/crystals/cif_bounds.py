@@ -28,20 +28,25 @@ from pathlib import Path
 import numpy as np
 
 from cgcnn import InputError
-from cgcnn.crystals.cif_fast import (
-    _FRAC_TOL,
-    _SYMOP_TAGS,
-    _cells,
-    _first_unique,
-    _key,
-    _numbers,
-    _operate,
-    affine_ops,
-    distinct_ops,
-)
+from cgcnn.crystals.cif_fast import _FRAC_TOL, _SYMOP_TAGS, _first_unique, _numbers, _operate, affine_ops, distinct_ops
+from cgcnn.crystals.sites import _cells, _key
 
-__all__ = ["MAX_OPERATIONS", "MAX_SITE_SYMMETRY", "check_cif_cost", "check_counts", "site_lower_bound",
-           "bounded_parser"]
+__all__ = ["MAX_SITES", "MAX_OPERATIONS", "MAX_SITE_SYMMETRY", "check_cif_cost", "check_counts",
+           "site_lower_bound", "bounded_parser"]
+
+MAX_SITES = 5000
+"""Largest crystal, in sites per cell, that :func:`cgcnn.crystals.read_structure` accepts by default
+(checked from the counts here, before any symmetry image is made, and on the structure read).
+
+A crystal's memory grows linearly with its number of sites N: the neighbour search
+within 8 Å (about 90 pairs per site in rocksalt NaCl) and the N x 12 x 41 edge
+features (2 kB per site as float32, twice that while they are computed).  Building
+the graph of a 5000-site NaCl supercell takes about 70 MB and 0.3 s; a batch holds
+up to ``batch_size`` such crystals.  A larger cell, usually a mistake (a whole
+slab or nanoparticle instead of a unit cell), is refused with a one-line error
+giving its number of sites and the limit.  Pass ``max_sites`` to
+:class:`cgcnn.data.CIFData` or :func:`cgcnn.crystals.read_structure` for another limit.
+"""
 
 MAX_OPERATIONS = 192
 """Most distinct symmetry operations of a CIF: a space group has at most 192 in a conventional
@@ -113,10 +118,7 @@ def check_cif_cost(path: str | Path, doc, limit: int) -> None:
     block = _structure_block(doc)
     if block is None:
         return
-    columns = {tag: [gemmi.cif.as_string(v) for v in block.find_values(tag)]
-               for tag in ("_atom_site_label", "_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z",
-                           "_atom_site_Cartn_x")}
-    n = max(len(v) for v in columns.values())
+    n = max(len(block.find_values(tag)) for tag in ("_atom_site_label", "_atom_site_fract_x", "_atom_site_Cartn_x"))
     if n > limit:
         raise InputError(f"{path}: at least {n} sites ({n} atoms listed), more than the limit of {limit} sites per "
                          "crystal (cgcnn.crystals.MAX_SITES)")
@@ -129,13 +131,16 @@ def check_cif_cost(path: str | Path, doc, limit: int) -> None:
                 break
     if affine is None:
         return
+    affine = distinct_ops(affine)
+    if n * len(affine) <= limit and len(affine) <= MAX_OPERATIONS:  # the common CIF: no bound can pass the limit
+        return
     coords = None
-    xyz = [_numbers(columns[f"_atom_site_fract_{c}"]) for c in "xyz"]
+    xyz = [_numbers([gemmi.cif.as_string(v) for v in block.find_values(f"_atom_site_fract_{c}")]) for c in "xyz"]
     if all(c is not None and len(c) == n for c in xyz):
         coords = np.array(xyz, dtype=np.float64).T
         for frac in (1 / 3, 2 / 3):  # CifParser._sanitize_data
             coords[np.abs(coords / frac - 1) <= _FRAC_TOL] = float(str(frac))
-    check_counts(path, n, distinct_ops(affine), coords, limit)
+    check_counts(path, n, affine, coords, limit)
 
 
 _parser_class = None

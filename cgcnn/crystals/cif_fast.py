@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cgcnn.crystals.sites import close_pairs
+
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-__all__ = ["parse_cif_fast", "gemmi_doc", "cif_number", "affine_ops", "distinct_ops", "close_pairs"]
+__all__ = ["parse_cif_fast", "gemmi_doc", "cif_number", "affine_ops", "distinct_ops"]
 
 _SYMOP_TAGS = (
     "_symmetry_equiv_pos_as_xyz",
@@ -45,12 +47,7 @@ _HASH_AFTER_TEXT = re.compile(r"^[ \t]*[^#\s].*#", re.M)
 _SPECIAL_SYMBOLS = re.compile("Hw|Ow|Wat|wat|OH|OH2|NO3")  # CifParser._parse_symbol's special cases
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:\(\d+\))?")
 _PLAIN_NUMBERS = re.compile(r"(?:[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)? )*")  # space-separated, no '(2)'
-_SITE_TOL = 1e-4  # CifParser site_tolerance
 _FRAC_TOL = 1e-4  # CifParser frac_tolerance
-_CELLS = 4998  # cells per axis of the pair search: side just over 2e-4, twice _SITE_TOL
-MAX_PAIR_CANDIDATES = 20_000_000
-"""Most candidate pairs :func:`close_pairs` tests (about 1 GB of work arrays in chunks); beyond, the
-fast path gives the crystal to pymatgen (many images at one point: a few distinct sites)."""
 
 
 def gemmi_doc(text: str):
@@ -312,62 +309,6 @@ def parse_cif_fast(text: str, doc=None) -> Structure | None:
         out_species += [_composition(el)] * int(keep.sum())
         out_labels += [labels[i] for i in np.repeat(rows, len(affine))[keep]]
     return Structure(lattice, out_species, np.concatenate(out_coords), labels=out_labels)
-
-
-def _cells(x: np.ndarray) -> np.ndarray:
-    """Cell of each point (n, 3) of a grid of ``_CELLS`` per axis over the unit cell, periodic, as
-    one int64 key per point; points within 1e-4 of each other (periodically) lie in the same or
-    neighbouring cells."""
-    with np.errstate(invalid="ignore"):  # a coordinate of inf: no pair, as in pymatgen
-        wrapped = np.nan_to_num(x - np.floor(x))
-    return np.floor(wrapped * _CELLS).astype(np.int64) % _CELLS
-
-
-def _key(c: np.ndarray) -> np.ndarray:
-    return (c[:, 0] * _CELLS + c[:, 1]) * _CELLS + c[:, 2]
-
-
-def close_pairs(a: np.ndarray, b: np.ndarray, limit: int = MAX_PAIR_CANDIDATES
-                ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Index pairs (i, j) with ``a[i]`` within 1e-4 of ``b[j]`` in every fractional coordinate,
-    periodically, computed as pymatgen's ``find_in_coord_list_pbc`` does (``a[i] - b[j]``, minus
-    its rounding).
-
-    Only pairs in the same or neighbouring cells of a periodic grid of side 2e-4 are tested (a
-    superset of the close pairs, so the result is that of testing every pair), in chunks: time
-    and memory grow with the number of points and of such candidate pairs, not with their
-    product.  None when there are more than ``limit`` candidates (many points at one place).
-    """
-    ca, cb = _cells(a), _cells(b)
-    kb = _key(cb)
-    order = np.argsort(kb, kind="stable")
-    sorted_kb = kb[order]
-    ranges = []
-    total = 0
-    for offset in np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T:
-        k = _key((ca + offset) % _CELLS)
-        lo = np.searchsorted(sorted_kb, k, "left")
-        counts = np.searchsorted(sorted_kb, k, "right") - lo
-        total += int(counts.sum())
-        if total > limit:
-            return None
-        ranges.append((lo, counts))
-    found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for lo, counts in ranges:
-        rows = np.nonzero(counts)[0]
-        if not len(rows):
-            continue
-        ends = np.cumsum(counts[rows])
-        for part in np.split(rows, np.searchsorted(ends, np.arange(1 << 20, ends[-1], 1 << 20), "right")):
-            c = counts[part]
-            i = np.repeat(part, c)
-            j = order[np.repeat(lo[part] - np.cumsum(c) + c, c) + np.arange(len(i))]
-            diff = a[i] - b[j]
-            diff -= np.round(diff)
-            close = np.all(np.abs(diff) < _SITE_TOL, axis=-1)
-            found_i.append(i[close])
-            found_j.append(j[close])
-    return np.concatenate(found_i), np.concatenate(found_j)
 
 
 def _first_unique(coords: np.ndarray) -> np.ndarray | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cgcnn import InputError
+from cgcnn.crystals.cif_bounds import MAX_SITES
 from cgcnn.crystals.folder import not_utf8
 from cgcnn.crystals.members import MAX_CIF_BYTES, read_cif_bytes
 
@@ -18,20 +19,6 @@ if TYPE_CHECKING:  # pymatgen is imported only when a CIF is parsed
     from pymatgen.core import Structure
 
 __all__ = ["MAX_SITES", "read_structure", "structure_from_bytes"]
-
-
-MAX_SITES = 5000
-"""Largest crystal, in sites per cell, that :func:`read_structure` accepts by default.
-
-A crystal's memory grows linearly with its number of sites N: the neighbour search
-within 8 Å (about 90 pairs per site in rocksalt NaCl) and the N x 12 x 41 edge
-features (2 kB per site as float32, twice that while they are computed).  Building
-the graph of a 5000-site NaCl supercell takes about 70 MB and 0.3 s; a batch holds
-up to ``batch_size`` such crystals.  A larger cell, usually a mistake (a whole
-slab or nanoparticle instead of a unit cell), is refused with a one-line error
-giving its number of sites and the limit.  Pass ``max_sites`` to
-:class:`CIFData` or :func:`read_structure` for another limit.
-"""
 
 
 def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Structure:
