@@ -23,10 +23,12 @@ reason it could not be read, to whatever builds its graph
 from __future__ import annotations
 
 import hashlib
+import lzma
 import math
 import os
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +155,7 @@ class CrystalInput:
                     data, error = read(), None
                 except MemberError as exc:
                     data, error = None, str(exc)
-                except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as exc:
+                except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError) as exc:
                     data, error = None, f"{source}: cannot read ({exc})"
                 batch.append(CrystalText(cif_id, source, data, error))
             else:
