@@ -7,11 +7,13 @@ before the expansion, when one of these lower bounds on its number of sites is a
 
 - the atoms listed (each is a site of its own, or the crystal is refused later as disordered or
   overlapping);
-- n x K / 48: an atom is fixed by at most 48 operations of a space group (the order of m-3m), so
-  its K images hold at least K / 48 sites;
-- the places the n x K images occupy: each site takes in images within 1e-4 of it, which lie in
-  at most 8 cells of a grid of side just over 2e-4, so the sites are at least the occupied
-  cells / 8.
+- the places the n x K images occupy (computed only when n x K is above the limit, at most
+  ``MAX_SITES`` x 192 images, some 25 MB): each site takes in images within 1e-4 of it, which
+  lie in at most 8 cells of a grid of side just over 2e-4, so the sites are at least the
+  occupied cells / 8.
+
+Both hold for any CIF (a CIF listing every atom of the cell and the operations too is read as
+pymatgen reads it), so a crystal refused here would have been refused for its sites anyway.
 
 Repeated symmetry operations (equal after their translations are taken modulo whole cell
 vectors) are counted, and applied, once (:func:`cgcnn.crystals.cif_fast.distinct_ops`); more than
@@ -31,8 +33,8 @@ from cgcnn import InputError
 from cgcnn.crystals.cif_fast import _FRAC_TOL, _SYMOP_TAGS, _first_unique, _numbers, _operate, affine_ops, distinct_ops
 from cgcnn.crystals.sites import _cells, _key
 
-__all__ = ["MAX_SITES", "MAX_OPERATIONS", "MAX_SITE_SYMMETRY", "check_cif_cost", "check_counts",
-           "site_lower_bound", "bounded_parser"]
+__all__ = ["MAX_SITES", "MAX_OPERATIONS", "MAX_SLOW_IMAGES", "check_cif_cost", "check_counts", "site_lower_bound",
+           "bounded_parser"]
 
 MAX_SITES = 5000
 """Largest crystal, in sites per cell, that :func:`cgcnn.crystals.read_structure` accepts by default
@@ -48,12 +50,13 @@ giving its number of sites and the limit.  Pass ``max_sites`` to
 :class:`cgcnn.data.CIFData` or :func:`cgcnn.crystals.read_structure` for another limit.
 """
 
+MAX_SLOW_IMAGES = 20_000
+"""Most symmetry images of one species merged by pymatgen's own loop (time grows with their square),
+where the fast merge cannot be sure to match it: magnetic CIFs, images in chains within 1e-4."""
+
 MAX_OPERATIONS = 192
 """Most distinct symmetry operations of a CIF: a space group has at most 192 in a conventional
 cell (Fm-3m and the other face-centred cubic groups: 48 point operations x 4 centring vectors)."""
-
-MAX_SITE_SYMMETRY = 48
-"""Most operations of a space group that fix one point (the point group m-3m)."""
 
 
 def site_lower_bound(n: int, affine: np.ndarray, coords: np.ndarray | None, limit: int) -> tuple[int, str]:
@@ -63,10 +66,6 @@ def site_lower_bound(n: int, affine: np.ndarray, coords: np.ndarray | None, limi
     bound exceeds ``limit``."""
     k = len(affine)
     bound, how = n, f"{n} atoms listed"
-    group = -(-n * k // MAX_SITE_SYMMETRY)
-    if group > bound:
-        bound, how = group, (f"{n} atoms listed x {k} symmetry operations, of which at most {MAX_SITE_SYMMETRY} "
-                             "fix a point")
     if bound > limit or coords is None or n * k <= limit:
         return bound, how
     images = np.einsum("kij,nj->nki", affine[:, :3, :3], coords) + affine[None, :, :3, 3]
@@ -211,6 +210,10 @@ def _make_parser_class():
                 wrapped = wrapped - np.floor(wrapped)  # as pymatgen: i - math.floor(i)
                 keep = _first_unique(wrapped)
             if keep is None:
+                if len(points) * len(affine) > MAX_SLOW_IMAGES:
+                    raise InputError(f"{source}: {len(points) * len(affine):,} symmetry images of one species, too "
+                                     "many to merge one by one as pymatgen does here (magnetic, or many within 1e-4 "
+                                     f"of one another; at most {MAX_SLOW_IMAGES:,})")
                 result = super()._unique_coords(coords, magmoms=magmoms, lattice=lattice, labels=labels)
             else:
                 kept = np.nonzero(keep)[0]
