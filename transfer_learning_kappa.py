@@ -39,6 +39,8 @@ from cgcnn.cli import (
     add_screen_options,
     add_seed_option,
     check_counts,
+    check_options,
+    document_ranges,
     run_main,
 )
 
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_options(p)
     add_quiet_option(p)
     add_screen_options(p, output="--results", title="screening (--train 0)")
-    return p
+    return document_ranges(p)
 
 
 def _settings(args) -> tuple[str, str]:
@@ -133,7 +135,8 @@ def _property_paths(args, first_source: str) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cgcnn.transfer import LastLayer, check_level
+    check_options(args)  # every numeric option in its range, before any work
+    from cgcnn.transfer import LastLayer
 
     check_counts(args, non_negative=("workers",))
     if args.cv_folds < 0:
@@ -173,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         return _screen(args, paths, layer, descriptors, prop_paths, device)
     import pandas as pd
 
-    from cgcnn.data import check_log10_kappa
     from cgcnn.model import SourceModel
     from cgcnn.outputs import OutputSet
     from cgcnn.transfer import compute_features, inputs_record, load_property_models
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--on-error skip applies to --train 0 (screening) only; --train 1 needs every crystal")
 
     folder = Path(args.cifpath)
+    _check_targets(folder, args)  # before any feature is computed
     inputs = _input_names(paths, prop_paths)
     inputs["id_prop.csv"] = folder / "id_prop.csv"
     outputs = {"--last-layer": args.last_layer, "--test-results": args.test_results}
@@ -205,15 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "prediction": feats.source_prediction[:, 0]})
 
     if args.train == 1:
-        if feats.targets is None:
-            raise InputError(f"{folder / 'id_prop.csv'}: --train 1 needs targets (cif_id,log10 κ_L rows)")
-        check_log10_kappa(feats.targets, folder / "id_prop.csv", feats.ids)
-        if n < 2:
-            raise InputError(f"{folder / 'id_prop.csv'}: the last layer needs at least 2 crystals with targets, "
-                             f"got {n}")
         level = 0.9 if args.interval is None else args.interval
-        if args.interval is not None:
-            check_level(level, n, str(folder / "id_prop.csv"))
         log(f"fitting the last layer ({kind}) on {n} crystals x {feats.X.shape[1]} inputs "
             f"(crys_fea {feats.groups[0]}, descriptors {feats.groups[1]})")
         layer = LastLayer.fit(feats.X, feats.targets, kind, args.seed, args.cv_folds, level=level,
@@ -221,29 +216,68 @@ def main(argv: list[str] | None = None) -> int:
         with outs:
             outs.write_csv(args.test_results, source_results)
             layer.save_to(outs, args.last_layer)
-        chosen = f"{layer.kind} (chosen by cross-validation)" if layer.requested == "auto" else layer.kind
-        print(f"fit the {chosen} last layer on {n} crystals x {feats.X.shape[1]} inputs "
-              f"(descriptors: {descriptors}) -> {args.last_layer}")
-        if getattr(args, "descriptors_note", None):
-            print(f"note: {args.descriptors_note}")
-        print(f"training MAE {layer.train_mae:.3f} log10 κ_L"
-              + (" (a Gaussian process passes through its training data: judge it by the cross-validated MAE)"
-                 if layer.kind == "gp" and layer.train_mae < 0.01 else ""))
-        cv = layer.cv
-        if cv.get("mae") is not None:
-            print(f"{cv['folds']}-fold x {cv['repeats']} cross-validated MAE {cv['mae']:.3f} log10 κ_L "
-                  f"(predicting the mean: {cv['mae_constant']:.3f}); a factor of {10 ** cv['mae']:.2f} in κ_L")
-        iv = layer.interval
-        if iv.get("cv_coverage") is not None:
-            print(f"{iv['level']:.0%} interval (CV+): cross-validated coverage {iv['cv_coverage']:.0%}, "
-                  f"mean width {iv['cv_width']:.2f} log10 (a factor of {10 ** (iv['cv_width'] / 2):.1f} either way)")
-        elif args.cv_folds > n:
-            print(f"no cross-validation: --cv-folds {args.cv_folds} is more than the {n} crystals")
-        if iv.get("cv_coverage") is None and layer.conformal is None:
-            print(f"no prediction interval: {n} crystals are too few for a {level:.0%} interval "
-                  f"(CV+ needs at least 10 and more than {1 / (1 - level):.0f})")
+        _print_fit(layer, args, n, feats.X.shape[1], descriptors, level)
     log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s")
     return 0
+
+
+def _print_fit(layer, args, n: int, n_inputs: int, descriptors: str, level: float) -> None:
+    """The summary of ``--train 1``: what was fit and how its type was chosen, its errors, and how its
+    interval was calibrated (or that it has none); every line says what ran."""
+    from cgcnn.transfer import conformal_folds
+
+    cv, iv = layer.cv, layer.interval
+    no_cv = None if cv.get("folds") else (
+        "--cv-folds 0" if args.cv_folds == 0 else f"--cv-folds {args.cv_folds} is more than the {n} crystals")
+    chosen = layer.kind
+    if layer.requested == "auto":
+        chosen += " (chosen by cross-validation)" if no_cv is None else " (auto's default: no cross-validation ran)"
+    print(f"fit the {chosen} last layer on {n} crystals x {n_inputs} inputs "
+          f"(descriptors: {descriptors}) -> {args.last_layer}")
+    if getattr(args, "descriptors_note", None):
+        print(f"note: {args.descriptors_note}")
+    note = ""
+    if layer.kind == "gp" and layer.train_mae < 0.01:
+        note = (" (a Gaussian process passes through its training data: judge it by the cross-validated MAE)"
+                if no_cv is None else " (a Gaussian process passes through its training data; without "
+                "cross-validation nothing here measures its error on other crystals)")
+    print(f"training MAE {layer.train_mae:.3f} log10 κ_L{note}")
+    if cv.get("mae") is not None:
+        print(f"{cv['folds']}-fold x {cv['repeats']} cross-validated MAE {cv['mae']:.3f} log10 κ_L "
+              f"(predicting the mean: {cv['mae_constant']:.3f}); a factor of {10 ** cv['mae']:.2f} in κ_L")
+    elif no_cv is not None:
+        print(f"no cross-validation ({no_cv}): no error measured on held-out crystals")
+    if iv.get("cv_coverage") is not None:
+        print(f"{iv['level']:.0%} interval (CV+): cross-validated coverage {iv['cv_coverage']:.0%}, "
+              f"mean width {iv['cv_width']:.2f} log10 (a factor of {10 ** (iv['cv_width'] / 2):.1f} either way)")
+    elif layer.conformal is not None:
+        folds = conformal_folds(args.cv_folds, n)
+        how = (f"{folds} folds, the fewest it takes" if args.cv_folds < 2 else
+               f"{folds} folds, one crystal each" if args.cv_folds > n else f"{folds} folds")
+        why = (f"no cross-validation ({no_cv})" if no_cv is not None else
+               f"the cross-validation's training parts are too few crystals for a {level:.0%} interval")
+        print(f"{level:.0%} interval (CV+ with {how}); its coverage is not measured: {why}")
+    else:
+        print(f"no prediction interval: {n} crystals are too few for a {level:.0%} interval "
+              f"(CV+ needs at least 10 and more than {1 / (1 - level):.0f})")
+
+
+def _check_targets(folder: Path, args) -> None:
+    """``--train 1``: refuse, before any model is loaded or feature computed, a data folder
+    without targets, with fewer than 2, with targets that are not log10 κ_L
+    (:func:`cgcnn.crystals.check_log10_kappa`), or too few for the ``--interval`` asked for."""
+    from cgcnn.crystals import check_log10_kappa, read_id_prop
+    from cgcnn.transfer import check_level
+
+    id_prop = folder / "id_prop.csv"
+    ids, targets = read_id_prop(folder)
+    if targets is None:
+        raise InputError(f"{id_prop}: --train 1 needs targets (cif_id,log10 κ_L rows)")
+    check_log10_kappa(targets, id_prop, ids)
+    if len(ids) < 2:
+        raise InputError(f"{id_prop}: the last layer needs at least 2 crystals with targets, got {len(ids)}")
+    if args.interval is not None:
+        check_level(args.interval, len(ids), str(id_prop))
 
 
 def _screen_settings(args):
@@ -256,7 +290,7 @@ def _screen_settings(args):
 
 def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device) -> int:
     """``--train 0``: screen CIFPATH chunk by chunk (:func:`cgcnn.screen.screen`) and print the summary."""
-    from cgcnn.crystals import open_input
+    from cgcnn.crystals import check_log10_kappa, open_input
     from cgcnn.model import SourceModel, network_threads
     from cgcnn.outputs import OutputSet
     from cgcnn.screening import Screener, atom_tables, dask_log, screen
@@ -266,6 +300,8 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     settings = _screen_settings(args)
     settings.check()
     data = open_input(args.cifpath)
+    if data.targets is not None:  # compared with the predictions: they must be log10 κ_L too
+        check_log10_kappa(data.targets, data.path / "id_prop.csv", data.ids)
     results = Path(args.results)
     skipped = results.with_name("skipped.csv") if args.on_error == "skip" else None
     inputs = _input_names(paths, prop_paths)

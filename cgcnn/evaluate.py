@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from cgcnn import InputError
-from cgcnn.cli import add_graph_options, add_quiet_option, check_counts, run_main
+from cgcnn.cli import add_graph_options, add_quiet_option, check_counts, check_options, document_ranges, run_main
 from cgcnn.evaluation import (  # noqa: F401  (re-exported: the protocol was defined here)
     BASELINES,
     Split,
@@ -161,7 +161,7 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
         are not log10 κ_L, a protocol that does not fit the number of crystals, and the
         faults of :func:`cgcnn.transfer.compute_features`.
     """
-    from cgcnn.data import check_log10_kappa
+    from cgcnn.data import check_log10_kappa, read_id_prop
     from cgcnn.model import SourceModel
     from cgcnn.transfer import LAST_LAYER_TYPES, LastLayer, compute_features, quietly
 
@@ -174,23 +174,24 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
             raise InputError(f"unknown last layer type {kind!r}; choose from {', '.join(LAST_LAYER_TYPES)}")
     if finetune < 0:
         raise InputError(f"--finetune must be a number of epochs >= 0, not {finetune}")
+    id_prop = Path(folder) / "id_prop.csv"
+    ids, targets = read_id_prop(folder)  # targets checked before any feature is computed
+    if targets is None:
+        raise InputError(f"{id_prop}: evaluation needs targets (cif_id,log10 κ_L rows)")
+    check_log10_kappa(targets, id_prop, ids)
+    if isinstance(groups, str) and groups != "structure_type":
+        raise InputError(f"groups {groups!r}: give a group per crystal, or 'structure_type'")
+    if not isinstance(groups, str):  # the protocol checked before the long part too
+        parts = make_group_splits(groups, group_folds) if groups is not None else make_splits(
+            len(ids), splits, train_fraction, kfold)
     t0 = time.time()
     feats = compute_features(sources, folder, batch_size=batch_size, workers=workers, atom_init=atom_init,
                              cache_dir=cache_dir, progress=progress, descriptors=descriptors,
                              property_models=property_models, structure_types=isinstance(groups, str))
-    id_prop = Path(folder) / "id_prop.csv"
-    if feats.targets is None:
-        raise InputError(f"{id_prop}: evaluation needs targets (cif_id,log10 κ_L rows)")
-    check_log10_kappa(feats.targets, id_prop, feats.ids)
     n = len(feats.ids)
     if isinstance(groups, str):
-        if groups != "structure_type":
-            raise InputError(f"groups {groups!r}: give a group per crystal, or 'structure_type'")
         groups = np.asarray(feats.structure_types, dtype=object)
-    if groups is not None:
         parts = make_group_splits(groups, group_folds)
-    else:
-        parts = make_splits(n, splits, train_fraction, kfold)
     X, y = feats.X, feats.targets
     X_original = feats.crys_fea[:, :sources[0].crys_fea_len]  # float32, as the original tool
     log(f"{n} crystals x {X.shape[1]} inputs (crys_fea {feats.groups[0]}, descriptors {feats.groups[1]}) in "
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--workers", default=None, type=int, help="graph-building processes (default: all cores)")
     add_graph_options(p)
     add_quiet_option(p)
-    return p
+    return document_ranges(p)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     from cgcnn.transfer import default_property_models, load_property_models, with_members
 
     args = build_parser().parse_args(argv)
+    check_options(args)  # every numeric option in its range, before any work
     check_counts(args, at_least_one=("batch_size", "finetune_batch_size", "group_folds"))
     if not 0.5 <= args.interval < 1:
         raise InputError(f"--interval must lie in [0.5, 1), not {args.interval:g}")

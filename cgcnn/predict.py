@@ -33,6 +33,8 @@ from cgcnn.cli import (
     add_quiet_option,
     add_screen_options,
     check_counts,
+    check_options,
+    document_ranges,
     run_main,
 )
 from cgcnn.outputs import OutputSet
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     add_graph_options(parser)
     add_quiet_option(parser)
     add_screen_options(parser, output="--out")
-    args = parser.parse_args(argv)
+    args = document_ranges(parser).parse_args(argv)
+    check_options(args)  # every numeric option in its range, before any work
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
     from cgcnn.crystals import open_input  # the engine imports numpy and torch: not at import (--help stays fast)
     from cgcnn.model import SourceModel, network_threads

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from cgcnn import InputError
+from cgcnn import InputError, cli
 from cgcnn.cli import add_compat_options, add_graph_options, add_loader_options, add_seed_option, run_main
 from cgcnn.data import CIFData, GraphParams, collate_pool
 from cgcnn.model import (
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-convs", default=0, type=int, metavar="K", help="keep the first K convolutions fixed")
     p.add_argument("--patience", default=0, type=int,
                    help="stop after this many epochs without a better validation (0: never)")
-    return p
+    return cli.document_ranges(p)
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
@@ -387,6 +387,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
 def main(argv: list[str] | None = None) -> int:
     """``python -m cgcnn.train``: parse, train, 0 on success (faults raise :class:`InputError`)."""
     args = build_parser().parse_args(argv)
+    cli.check_options(args)  # every numeric option in its range, before any work
     settings = settings_from_args(args)
     settings.check()  # before anything else; train() checks again for library callers
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))

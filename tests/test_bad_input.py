@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-import cgcnn.data
 from cgcnn import evaluate, predict, train
 from cgcnn.cli import run_main
 from cgcnn.transfer import LastLayer
@@ -258,6 +257,7 @@ def test_bad_cif_in_train(capsys, work, cif_folder):
 def test_too_many_sites(capsys, work, cif_folder, small_model, monkeypatch):
     """A cell over the site limit is refused with its number of sites and the limit
     (the limit lowered here from 5000 so the test stays small)."""
+    import cgcnn.data
     from cgcnn.crystals import structure as structure_module
 
     assert cgcnn.data.MAX_SITES == structure_module.MAX_SITES == 5000

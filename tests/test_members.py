@@ -120,3 +120,20 @@ def test_members_named_explicitly_give_the_same_rows(fits, tmp_path):
     run("--train", 0, MODEL, fits / "data", *FAST, "--results", tmp_path / "one.csv", cwd=out)
     run("--train", 0, three, fits / "data", *FAST, "--results", tmp_path / "three.csv", cwd=out)
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "three.csv").read_bytes()
+
+
+def test_swapped_member_files_are_named(fits, tmp_path):
+    """Issue 24, class 11: seed1/ and seed2/ holding each other's source model (one MODELPATH given,
+    no order): the refusal says which file holds which member, not "give them in that order"."""
+    models = tmp_path / "models"
+    shutil.copytree(MODEL.parent, models, ignore=shutil.ignore_patterns("*.py", "*.md"))
+    a, b = models / "seed1" / MODEL.name, models / "seed2" / MODEL.name
+    a.rename(tmp_path / "swap")
+    b.rename(a)
+    (tmp_path / "swap").rename(b)
+    proc = run("--train", 0, models / MODEL.name, fits / "data", "--results", tmp_path / "r.csv", cwd=fits / "members",
+               check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert ("not in the folders they were fit from (seed1/source.pth.tar holds the model fit as "
+            "seed2/source.pth.tar; seed2/source.pth.tar holds the model fit as seed1/source.pth.tar)") in proc.stderr
+    assert "in that order" not in proc.stderr and not (tmp_path / "r.csv").exists()

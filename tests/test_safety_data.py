@@ -191,18 +191,18 @@ def test_kappa_for_log10_kappa():
         check_log10_kappa([0.5, 12.0, 420.0], "data/id_prop.csv")
     message = str(exc.value)
     assert "\n" not in message
-    assert message == ("data/id_prop.csv: values from 0.5 to 420 look like κ_L in W m-1 K-1, not log10 κ_L: "
-                       "take log10 of the second column")
+    assert message == ("data/id_prop.csv: values from 0.5 to 420 (2 of 3 above 4, none negative) look like κ_L in "
+                       "W m-1 K-1, not log10 κ_L: take log10 of the second column")
 
 
 def test_kappa_for_log10_kappa_large_values():
-    with pytest.raises(InputError, match="values from 1.2 to 2300 look like κ_L"):
+    with pytest.raises(InputError, match=r"values from 1.2 to 2300 \(1 of 2 above 4, none negative\) look like κ_L"):
         check_log10_kappa([1.2, 2300.0], "id_prop.csv")
 
 
-@pytest.mark.parametrize("targets", [[-3.0, 1.0], [1.0, float("nan")], [1.0, -5.0, 2.0]])
+@pytest.mark.parametrize("targets", [[-3.1, 1.0], [1.0, float("nan")], [1.0, -5.0, 2.0]])
 def test_log10_kappa_outside_the_range(targets):
-    with pytest.raises(InputError, match=r"id_prop.csv: target .* lies outside -1.5 ... 3.6"):
+    with pytest.raises(InputError, match=r"id_prop.csv: target .* lies outside -3 ... 4"):
         check_log10_kappa(targets, "id_prop.csv")
 
 

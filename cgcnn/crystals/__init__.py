@@ -10,7 +10,11 @@
 - :mod:`~cgcnn.crystals.formats`: the other formats (POSCAR, pymatgen JSON, extxyz) and the objects of a
   Python session (pymatgen ``Structure``, ASE ``Atoms``), through the same checks (:func:`check_structure`);
 - :mod:`~cgcnn.crystals.archive`: the crystals of a folder or a ``.tar``/``.zip`` archive, in order and
-  in chunks (:func:`open_input`, :class:`CrystalInput`, :class:`CrystalText`, :func:`read_structure_text`).
+  in chunks (:func:`open_input`, :class:`CrystalInput`, :class:`CrystalText`, :func:`read_structure_text`);
+- :mod:`~cgcnn.crystals.cif_bounds` (with :mod:`~cgcnn.crystals.sites`): what one CIF may cost, its
+  sites bounded from its counts before any symmetry image is made;
+- :mod:`~cgcnn.crystals.members`: one CIF's bytes read with a bound (:data:`MAX_CIF_BYTES`,
+  :func:`read_cif_bytes`), from a file or an archive member, links in archives followed.
 
 Layer: above :mod:`cgcnn.outputs` only; no torch.
 """
@@ -19,9 +23,10 @@ from cgcnn.crystals.archive import ARCHIVE_SUFFIXES, CrystalInput, CrystalText, 
 from cgcnn.crystals.cif import MIN_DISTANCE, check_geometry, read_cif
 from cgcnn.crystals.folder import LOG10_KAPPA_RANGE, check_log10_kappa, cif_file, read_id_prop
 from cgcnn.crystals.formats import STRUCTURE_FORMATS, structure_format, structure_from_object, structures_from_text
+from cgcnn.crystals.members import MAX_CIF_BYTES, read_cif_bytes
 from cgcnn.crystals.structure import MAX_SITES, check_structure, read_structure, structure_from_bytes
 
-__all__ = ["ARCHIVE_SUFFIXES", "LOG10_KAPPA_RANGE", "MAX_SITES", "MIN_DISTANCE", "STRUCTURE_FORMATS", "CrystalInput",
-           "CrystalText", "check_geometry", "check_log10_kappa", "check_structure", "cif_file", "open_input",
-           "read_cif", "read_id_prop", "read_structure", "read_structure_text", "structure_format",
-           "structure_from_bytes", "structure_from_object", "structures_from_text"]
+__all__ = ["ARCHIVE_SUFFIXES", "LOG10_KAPPA_RANGE", "MAX_CIF_BYTES", "MAX_SITES", "MIN_DISTANCE", "STRUCTURE_FORMATS",
+           "CrystalInput", "CrystalText", "check_geometry", "check_log10_kappa", "check_structure", "cif_file",
+           "open_input", "read_cif", "read_cif_bytes", "read_id_prop", "read_structure", "read_structure_text",
+           "structure_format", "structure_from_bytes", "structure_from_object", "structures_from_text"]

@@ -9,6 +9,11 @@ makes that the folder's order), each member's file name without ``.cif`` being i
 ``cif_id``; other members (folders, ``id_prop.csv``, ``atom_init.json``) are passed
 over, and an archive has no targets.  A compressed tar is read as one stream (never
 seeked, never listed in memory as a whole), so 10⁶ members cost one pass per read.
+Members that are links (what ``tar`` writes for hard-linked files, and symbolic links) are
+read as the member they lead to, within the archive; each CIF is read with a bound
+(:data:`cgcnn.crystals.members.MAX_CIF_BYTES`); a member that cannot be read (a link leading
+outside, an encrypted or oddly compressed zip member, one too large) is a crystal that cannot be
+read, with its reason (:mod:`cgcnn.crystals.members`).
 
 Nothing here parses a CIF: a :class:`CrystalText` carries a crystal's bytes, or the
 reason it could not be read, to whatever builds its graph
@@ -18,10 +23,12 @@ reason it could not be read, to whatever builds its graph
 from __future__ import annotations
 
 import hashlib
+import lzma
 import math
 import os
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from cgcnn import InputError
 from cgcnn.crystals.folder import cif_file, read_id_prop
+from cgcnn.crystals.members import MemberError, TarLinks, list_tar, read_cif_bytes, tar_members, zip_reader
 from cgcnn.crystals.structure import structure_from_bytes
 from cgcnn.outputs import missing_reason
 
@@ -92,12 +100,14 @@ class CrystalInput:
     Memory: the ids (about 100 bytes each); a chunk's bytes while it is read.
     """
 
-    def __init__(self, path: Path, kind: str, ids: list[str], targets=None, files: list[str] | None = None):
+    def __init__(self, path: Path, kind: str, ids: list[str], targets=None, files: list[str] | None = None,
+                 links: TarLinks | None = None):
         self.path = path
         self.kind = kind
         self.ids = ids
         self.targets = targets
         self._files = files  # a folder's CIF file names (str: a tenth of a Path's memory)
+        self._links = links or TarLinks()  # what a tar archive's link members lead to
         folder_init = path / "atom_init.json" if kind == "folder" else None
         self.atom_init = folder_init if folder_init is not None and folder_init.exists() else None
 
@@ -147,7 +157,9 @@ class CrystalInput:
             if index not in done:
                 try:
                     data, error = read(), None
-                except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as exc:
+                except MemberError as exc:
+                    data, error = None, str(exc)
+                except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError) as exc:
                     data, error = None, f"{source}: cannot read ({exc})"
                 batch.append(CrystalText(cif_id, source, data, error))
             else:
@@ -169,31 +181,14 @@ class CrystalInput:
                 path = self.path / self._files[i]
                 target = float(self.targets[i]) if self.targets is not None else math.nan
                 try:
-                    data, error = path.read_bytes(), None
-                except OSError as exc:
-                    data, error = None, f"{path}: cannot read ({exc.strerror})"
+                    data, error = read_cif_bytes(path), None
+                except InputError as exc:
+                    data, error = None, str(exc)
                 out.append(CrystalText(self.ids[i], str(path), data, error, target))
             yield index, out
 
     def _tar_members(self):
-        try:
-            tf = tarfile.open(self.path, "r|*")
-        except (OSError, tarfile.TarError) as exc:
-            raise InputError(f"{self.path}: cannot read the archive ({exc})") from None
-        seen = 0
-        with tf:
-            try:
-                for member in tf:
-                    tf.members = []  # a stream's members are kept by tarfile; 10^6 of them would not fit
-                    cif_id = _cif_member_id(member.name) if member.isfile() else None
-                    if cif_id is None:
-                        continue
-                    if seen >= len(self.ids) or self.ids[seen] != cif_id:
-                        raise InputError(f"{self.path}: the archive changed while it was read; run again")
-                    seen += 1
-                    yield cif_id, f"{self.path}:{member.name}", lambda m=member: tf.extractfile(m).read()
-            except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile) as exc:
-                raise InputError(f"{self.path}: damaged archive after {seen} CIFs ({exc})") from None
+        return tar_members(self.path, self.ids, self._links, _cif_member_id)
 
     def _zip_members(self):
         try:
@@ -203,11 +198,12 @@ class CrystalInput:
         with zf:
             infos = [i for i in zf.infolist() if not i.is_dir() and _cif_member_id(i.filename) is not None]
             for info in infos:
-                yield _cif_member_id(info.filename), f"{self.path}:{info.filename}", lambda i=info: zf.read(i)
+                yield _cif_member_id(info.filename), f"{self.path}:{info.filename}", zip_reader(zf, self.path, info)
 
 
-def _list_archive(path: Path) -> tuple[str, list[str]]:
-    """The kind (``tar`` or ``zip``) and the ``cif_id`` of every CIF member of an archive, in order."""
+def _list_archive(path: Path) -> tuple[str, list[str], TarLinks | None]:
+    """The kind (``tar`` or ``zip``), the ``cif_id`` of every CIF member of an archive, in order, and
+    (tar) what its link members lead to."""
     ids: list[str] = []
     if path.name.lower().endswith(".zip"):
         try:
@@ -216,17 +212,9 @@ def _list_archive(path: Path) -> tuple[str, list[str]]:
                        for cid in [_cif_member_id(i.filename)] if cid is not None]
         except (OSError, zipfile.BadZipFile) as exc:
             raise InputError(f"{path}: not a readable zip archive ({exc})") from None
-        return "zip", ids
-    try:
-        with tarfile.open(path, "r|*") as tf:
-            for member in tf:
-                tf.members = []
-                cif_id = _cif_member_id(member.name) if member.isfile() else None
-                if cif_id is not None:
-                    ids.append(cif_id)
-    except (OSError, EOFError, tarfile.TarError) as exc:
-        raise InputError(f"{path}: not a readable tar archive ({exc})") from None
-    return "tar", ids
+        return "zip", ids, None
+    ids, links = list_tar(path, _cif_member_id)
+    return "tar", ids, links
 
 
 def open_input(path: str | os.PathLike) -> CrystalInput:
@@ -250,7 +238,7 @@ def open_input(path: str | os.PathLike) -> CrystalInput:
         return CrystalInput(path, "folder", ids, targets, [cif_file(path, i).name for i in ids])
     if not is_archive(path):
         raise InputError(f"{path}: neither a data folder nor an archive of CIFs ({', '.join(ARCHIVE_SUFFIXES)})")
-    kind, ids = _list_archive(path)
+    kind, ids, links = _list_archive(path)
     if not ids:
         raise InputError(f"{path}: no .cif members in the archive")
     seen: set[str] = set()
@@ -258,7 +246,7 @@ def open_input(path: str | os.PathLike) -> CrystalInput:
         if cif_id in seen:
             raise InputError(f"{path}: two members named {cif_id}.cif; each cif_id must be unique")
         seen.add(cif_id)
-    return CrystalInput(path, kind, ids)
+    return CrystalInput(path, kind, ids, links=links)
 
 
 def read_structure_text(data: bytes, source: str, max_sites: int | None = None) -> Structure:

@@ -15,7 +15,11 @@ Beyond pymatgen, :func:`read_cif` refuses what pymatgen reads silently wrong:
   operations then come from gemmi's tables, or the file is refused;
 - no symmetry at all (no operations, symbol or number): refused, as P1 is a guess;
 - a cell angle outside 0 ... 180 degrees (pymatgen takes 200 as 160) and a site
-  occupancy of 0 or less, or above 1 (pymatgen drops such sites silently).
+  occupancy of 0 or less, or above 1 (pymatgen drops such sites silently);
+- a crystal whose atoms listed and symmetry operations make more sites than the limit
+  (:data:`cgcnn.crystals.MAX_SITES`), or more than 192 distinct operations, refused from the
+  counts before any symmetry image is made (:mod:`cgcnn.crystals.cif_bounds`); repeated
+  operations are applied once.
 
 References
 ----------
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cgcnn import InputError
+from cgcnn.crystals.cif_bounds import MAX_SITES, bounded_parser, check_cif_cost
 from cgcnn.crystals.cif_fast import cif_number, gemmi_doc, parse_cif_fast
 
 if TYPE_CHECKING:
@@ -77,7 +82,7 @@ none under about 0.9 Å.  Closer atoms mean a mistake: duplicated sites, or a ce
 given in nm instead of Å (rock salt then has its atoms 0.28 Å apart)."""
 
 
-def read_cif(path: str | Path, text: str | None = None) -> Structure:
+def read_cif(path: str | Path, text: str | None = None, max_sites: int | None = None) -> Structure:
     """Read the one crystal of a CIF file.
 
     Parameters
@@ -86,6 +91,9 @@ def read_cif(path: str | Path, text: str | None = None) -> Structure:
         The CIF file (named in error messages).
     text : str, optional
         Its content, if already read (decoded as UTF-8, bad bytes replaced).
+    max_sites : int, optional
+        Largest number of sites (default :data:`cgcnn.crystals.MAX_SITES`): a crystal that
+        would have more is refused before its symmetry images are made.
 
     Returns
     -------
@@ -99,8 +107,10 @@ def read_cif(path: str | Path, text: str | None = None) -> Structure:
         If the file cannot be read or parsed, is UTF-16/UTF-32 text or holds NUL bytes,
         holds several data blocks with atoms, gives no symmetry, or a space group that
         neither pymatgen nor gemmi knows, a cell angle outside 0 ... 180 degrees or an
-        occupancy of 0 or less or above 1.
+        occupancy of 0 or less or above 1, more than 192 distinct symmetry operations, or
+        atoms and operations that make more than ``max_sites`` sites.
     """
+    limit = MAX_SITES if max_sites is None else max_sites
     path = Path(path)
     if text is None:
         try:
@@ -119,13 +129,14 @@ def read_cif(path: str | Path, text: str | None = None) -> Structure:
                              "(split the file)")
         _check_cell(path, doc)
         _check_occupancies(path, doc)
+        check_cif_cost(path, doc, limit)
         try:
             structure = parse_cif_fast(text, doc)
         except Exception:  # anything unforeseen: pymatgen decides
             structure = None
         if structure is not None:
             return structure
-    return parse_cif_pymatgen(path, text, doc)
+    return parse_cif_pymatgen(path, text, doc, max_sites=limit)
 
 
 def count_structure_blocks(doc) -> int:
@@ -243,13 +254,16 @@ def check_geometry(structure: Structure, source: str | Path) -> None:
 # --- pymatgen -----------------------------------------------------------------------------------
 
 
-def parse_cif_pymatgen(path: str | Path, text: str, doc=None) -> Structure:
+def parse_cif_pymatgen(path: str | Path, text: str, doc=None, max_sites: int | None = None) -> Structure:
     """Read a CIF with pymatgen's ``CifParser`` (what ``Structure.from_file`` does).
 
     Where pymatgen falls back to P1 because it cannot read the space group, the
     symmetry operations are taken from gemmi's tables (Hall or Hermann-Mauguin
     symbol) and the file is read again with them listed; without any symmetry, or
-    with a symbol gemmi does not know either, it is refused.
+    with a symbol gemmi does not know either, it is refused.  Repeated symmetry operations are
+    applied once, and a crystal that would have more than ``max_sites`` sites (default
+    :data:`cgcnn.crystals.MAX_SITES`) is refused before its images are made
+    (:func:`cgcnn.crystals.cif_bounds.bounded_parser`).
 
     Raises
     ------
@@ -257,13 +271,15 @@ def parse_cif_pymatgen(path: str | Path, text: str, doc=None) -> Structure:
         As :func:`read_cif`.
     """
     from pymatgen.core import Structure
-    from pymatgen.io.cif import CifParser
 
+    limit = MAX_SITES if max_sites is None else max_sites
     path = Path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            parser = CifParser.from_str(text)
+            parser = bounded_parser(text, path, limit)
+        except InputError:
+            raise
         except Exception as exc:  # pymatgen raises many types for bad CIFs
             raise InputError(f"{path}: cannot parse crystal structure ({_first_line(exc)})") from None
         blocks = [b for b in parser._cif.data.values() if "_atom_site_label" in b.data]
@@ -272,6 +288,8 @@ def parse_cif_pymatgen(path: str | Path, text: str, doc=None) -> Structure:
                              "read (split the file)")
         try:
             structure = parser.parse_structures(primitive=False)[0]
+        except InputError:
+            raise
         except Exception as exc:
             reasons = [w.splitlines()[-1] for w in parser.warnings if w.startswith("No structure parsed")]
             msg = reasons[0] if reasons else _first_line(exc)
@@ -296,7 +314,7 @@ def parse_cif_pymatgen(path: str | Path, text: str, doc=None) -> Structure:
             if "_atom_site_label" in parts[k]:
                 parts[k] = parts[k].rstrip("\n") + "\n" + loop
                 break
-        return read_cif(path, "".join(parts))
+        return read_cif(path, "".join(parts), max_sites=limit)
     structure.__class__ = Structure
     return structure
 

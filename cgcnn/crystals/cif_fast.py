@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cgcnn.crystals.sites import close_pairs
+
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-__all__ = ["parse_cif_fast", "gemmi_doc", "cif_number"]
+__all__ = ["parse_cif_fast", "gemmi_doc", "cif_number", "affine_ops", "distinct_ops"]
 
 _SYMOP_TAGS = (
     "_symmetry_equiv_pos_as_xyz",
@@ -45,7 +47,6 @@ _HASH_AFTER_TEXT = re.compile(r"^[ \t]*[^#\s].*#", re.M)
 _SPECIAL_SYMBOLS = re.compile("Hw|Ow|Wat|wat|OH|OH2|NO3")  # CifParser._parse_symbol's special cases
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:\(\d+\))?")
 _PLAIN_NUMBERS = re.compile(r"(?:[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)? )*")  # space-separated, no '(2)'
-_SITE_TOL = 1e-4  # CifParser site_tolerance
 _FRAC_TOL = 1e-4  # CifParser frac_tolerance
 
 
@@ -67,17 +68,38 @@ _electroneg_cache: dict[object, float] = {}
 _composition_cache: dict[object, object] = {}
 
 
-def _affine(ops: tuple[str, ...]) -> np.ndarray | None:
-    """Affine matrices, shape (K, 4, 4), of pymatgen's ``SymmOp.from_xyz_str`` for each op
-    (None if one does not parse); cached, as files repeat the same few lists."""
+def affine_ops(ops: tuple[str, ...]) -> np.ndarray | None:
+    """Affine matrices, shape (K, 4, 4), of pymatgen's ``SymmOp.from_xyz_str`` for each op, a
+    repeated string once (its images repeat the first one's exactly), None if one does not parse;
+    cached (a few hundred lists), as files repeat the same few lists."""
+    ops = tuple(dict.fromkeys(ops))
     if ops not in _symop_cache:
         from pymatgen.core.operations import SymmOp
 
+        if len(_symop_cache) > 512:
+            _symop_cache.clear()
         try:
             _symop_cache[ops] = np.array([SymmOp.from_xyz_str(s).affine_matrix for s in ops], dtype=np.float64)
         except ValueError:
             _symop_cache[ops] = None
     return _symop_cache[ops]
+
+
+
+def distinct_ops(affine: np.ndarray) -> np.ndarray:
+    """The operations of ``affine`` (K, 4, 4) with repeats left out, first occurrences in order.
+
+    Two operations are the same when their rotations are equal and their translations are
+    equal modulo whole cell vectors (to 1e-6): ``x+1,y,z`` is ``x,y,z``.  Their images differ
+    only by rounding, so pymatgen keeps the first one's; a symmetry-operation list without
+    repeats (every normal CIF) is returned as it is.
+    """
+    if len(affine) < 2:
+        return affine
+    rot = affine[:, :3, :3].reshape(len(affine), 9) + 0.0
+    trans = np.round(affine[:, :3, 3] * 1e6) % 1e6 + 0.0
+    _, first = np.unique(np.concatenate([rot, trans], axis=1), axis=0, return_index=True)
+    return affine if len(first) == len(affine) else affine[np.sort(first)]
 
 
 def _operate(affine: np.ndarray, coords: np.ndarray) -> np.ndarray:
@@ -234,11 +256,12 @@ def parse_cif_fast(text: str, doc=None) -> Structure | None:
         value = data.get(tag)
         if value:
             ops = (value,) if isinstance(value, str) else tuple(value)
-            affine = _affine(ops)
+            affine = affine_ops(ops)
             if affine is not None:
                 break
     if affine is None:
         return None
+    affine = distinct_ops(affine)
 
     # atom sites
     labels = data.get("_atom_site_label")
@@ -268,8 +291,8 @@ def parse_cif_fast(text: str, doc=None) -> Structure | None:
     # sites related by symmetry are merged by pymatgen (a disordered site): not here
     images = _operate(affine, coords)  # (n, K, 3), not wrapped
     if n > 1:
-        earlier, image = _close_pairs(coords, images.reshape(-1, 3))  # raw site vs image of a later one
-        if (earlier < image // len(affine)).any():
+        pairs = close_pairs(coords, images.reshape(-1, 3))  # raw site vs image of a later one
+        if pairs is None or (pairs[0] < pairs[1] // len(affine)).any():
             return None
 
     # symmetry images per element, in site order then op order (CifParser._unique_coords)
@@ -288,26 +311,14 @@ def parse_cif_fast(text: str, doc=None) -> Structure | None:
     return Structure(lattice, out_species, np.concatenate(out_coords), labels=out_labels)
 
 
-def _close_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i, j) with ``a[i]`` within 1e-4 of ``b[j]`` in every fractional coordinate,
-    periodically, computed as pymatgen's ``find_in_coord_list_pbc`` does (``a[i] - b[j]``, minus
-    its rounding); ``b`` is taken in chunks so that memory stays bounded."""
-    chunk = max(1, 1_000_000 // max(1, len(a)))
-    found_i, found_j = [], []
-    for start in range(0, len(b), chunk):
-        diff = a[:, None, :] - b[None, start:start + chunk, :]
-        diff -= np.round(diff)
-        i, j = np.nonzero(np.all(np.abs(diff) < _SITE_TOL, axis=-1))
-        found_i.append(i)
-        found_j.append(j + start)
-    return np.concatenate(found_i), np.concatenate(found_j)
-
-
 def _first_unique(coords: np.ndarray) -> np.ndarray | None:
     """Mask of the coordinates (m, 3) kept by ``CifParser._unique_coords``: each unless
     within 1e-4 (fractional, periodic) of one kept before.  None if the closeness
     relation is not clean enough for the vectorised form to equal the sequential one."""
-    i, j = _close_pairs(coords, coords)
+    pairs = close_pairs(coords, coords)
+    if pairs is None:
+        return None
+    i, j = pairs
     earlier = i < j
     i, j = i[earlier], j[earlier]
     keep = np.ones(len(coords), dtype=bool)

@@ -97,20 +97,21 @@ def _read_text_utf8(path: Path) -> str:
                          f"text{guess}?); save it as UTF-8") from None
 
 
-#: Bounds of log10 κ_L (κ_L in W m-1 K-1) at room temperature, 0.03 ... 4000: measured
-#: values lie within, from about 0.05 (amorphous-like solids) to about 3000 (diamond).
-#: Computed sets reach lower: 5 of the 3,330 AFLOW-AGL values are below 0.03 (the
-#: lowest 0.0099, log10 -2.0), and :func:`check_log10_kappa` refuses them.
-LOG10_KAPPA_RANGE = (-1.5, 3.6)
+#: Bounds of log10 κ_L (κ_L in W m-1 K-1), 10^-3 ... 10^4 W m-1 K-1: every lattice thermal
+#: conductivity physically possible lies within (measured values run from about 0.05,
+#: amorphous-like solids, to about 3000, diamond; computed sets reach lower, AFLOW-AGL
+#: down to 0.0099, log10 -2.0).
+LOG10_KAPPA_RANGE = (-3.0, 4.0)
 
 
 def check_log10_kappa(targets, source: str | os.PathLike, ids: Sequence[str] | None = None) -> None:
-    """Refuse targets that cannot be log10 κ_L at room temperature (κ_L in W m-1 K-1).
+    """Refuse targets that cannot be log10 κ_L (κ_L in W m-1 K-1).
 
-    Every target must lie within :data:`LOG10_KAPPA_RANGE` (-1.5 ... 3.6).  Values that
-    are all positive with some above 3.6 look like κ_L itself, not its log10, and the
-    message says so; others name the first value outside and its crystal.  Not used by
-    ``cgcnn.train``, whose targets may be any property.
+    Every target must lie within :data:`LOG10_KAPPA_RANGE` (-3 ... 4, κ_L from 10^-3 to
+    10^4 W m-1 K-1).  A column that looks like κ_L itself rather than its log10 (no value
+    negative and some above 4, or a quarter of the values or more above 4: no log10 κ_L
+    is above 4) is refused as such; otherwise the message names the first value outside
+    and its crystal.  Not used by ``cgcnn.train``, whose targets may be any property.
 
     Parameters
     ----------
@@ -124,7 +125,8 @@ def check_log10_kappa(targets, source: str | os.PathLike, ids: Sequence[str] | N
     ------
     InputError
         One line naming ``source`` and what the values look like, e.g. ``values from 0.5 to
-        420 look like κ_L in W m-1 K-1, not log10 κ_L: take log10 of the second column``.
+        420 (2 of 3 above 4, none negative) look like κ_L in W m-1 K-1, not log10 κ_L: take
+        log10 of the second column``.
     """
     values = np.asarray(targets, dtype=np.float64).reshape(-1)
     if values.size == 0:
@@ -136,14 +138,27 @@ def check_log10_kappa(targets, source: str | os.PathLike, ids: Sequence[str] | N
     fmt = lambda x: f"{x:.0f}" if 1e3 <= abs(x) < 1e15 else f"{x:.3g}"  # 4200, not 4.2e+03
     finite = values[np.isfinite(values)]
     span = f"values from {fmt(finite.min())} to {fmt(finite.max())}" if finite.size else "no finite values"
-    if finite.size == values.size and (finite > 0).all() and finite.max() > hi_ok:
-        raise InputError(f"{source}: {span} look like κ_L in W m-1 K-1, not log10 κ_L: take log10 of the "
-                         "second column")
+    above = int((finite > hi_ok).sum())
+    if finite.size == values.size and above and ((finite >= 0).all() or 4 * above >= finite.size):
+        negative = int((finite < 0).sum())
+        how = f"{above} of {finite.size} above {hi_ok:g}, " + (f"{negative} negative" if negative else "none negative")
+        raise InputError(f"{source}: {span} ({how}) look like κ_L in W m-1 K-1, not log10 κ_L: take log10 of "
+                         "the second column")
     first = int(np.argmax(outside))
     who = f" ({ids[first]})" if ids is not None and first < len(ids) else ""
-    raise InputError(f"{source}: target {values[first]:.4g}{who} lies outside {lo_ok} ... {hi_ok}, where every "
-                     f"log10 κ_L at room temperature lies ({span}); the second column must be log10 of κ_L "
-                     "in W m-1 K-1")
+    raise InputError(f"{source}: target {values[first]:.4g}{who} lies outside {lo_ok:g} ... {hi_ok:g}, the log10 "
+                     f"of every possible κ_L (10^{lo_ok:g} ... 10^{hi_ok:g} W m-1 K-1) ({span}); the second "
+                     "column must be log10 of κ_L in W m-1 K-1")
+
+
+def _extra_fields(row: list[str]) -> str:
+    """What is wrong with a row of more than two fields (a decimal comma, usually)."""
+    text = ",".join(row)
+    hint = ""
+    if len(row) == 3 and row[1].lstrip("+-").isdigit() and row[2].isdigit():
+        hint = f" (a decimal comma? write {row[1]}.{row[2]})"
+    return (f"{len(row)} fields in {text!r}; a row is cif_id,target or cif_id alone, with a point as "
+            f"the decimal separator{hint}")
 
 
 def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | None]:
@@ -164,7 +179,8 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
     ------
     InputError
         Missing or empty folder, a row without its CIF, duplicate ids, a target that is
-        not a finite number, rows with and without targets mixed.
+        not a finite number, rows with and without targets mixed, a row of more than two
+        fields (``NaCl,0,85``: a decimal comma; empty fields after the target are allowed).
     """
     folder = Path(folder)
     if not folder.exists():
@@ -220,6 +236,8 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
         if cif_id in seen:
             raise InputError(f"{id_prop}, line {lineno}: duplicate cif_id {cif_id!r} (first on line {seen[cif_id]})")
         seen[cif_id] = lineno
+        if any(row[2:]):
+            raise InputError(f"{id_prop}, line {lineno}: {_extra_fields(row)}")
         has_target = len(row) > 1 and row[1] != ""
         if with_target is None:
             with_target = has_target

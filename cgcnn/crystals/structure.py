@@ -11,26 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cgcnn import InputError
+from cgcnn.crystals.cif_bounds import MAX_SITES
 from cgcnn.crystals.folder import not_utf8
+from cgcnn.crystals.members import MAX_CIF_BYTES, read_cif_bytes
 
 if TYPE_CHECKING:  # pymatgen is imported only when a CIF is parsed
     from pymatgen.core import Structure
 
 __all__ = ["MAX_SITES", "read_structure", "structure_from_bytes", "check_structure", "check_elements_are_real"]
-
-
-MAX_SITES = 5000
-"""Largest crystal, in sites per cell, that :func:`read_structure` accepts by default.
-
-A crystal's memory grows linearly with its number of sites N: the neighbour search
-within 8 Å (about 90 pairs per site in rocksalt NaCl) and the N x 12 x 41 edge
-features (2 kB per site as float32, twice that while they are computed).  Building
-the graph of a 5000-site NaCl supercell takes about 70 MB and 0.3 s; a batch holds
-up to ``batch_size`` such crystals.  A larger cell, usually a mistake (a whole
-slab or nanoparticle instead of a unit cell), is refused with a one-line error
-giving its number of sites and the limit.  Pass ``max_sites`` to
-:class:`CIFData` or :func:`read_structure` for another limit.
-"""
 
 
 def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Structure:
@@ -58,14 +46,12 @@ def read_structure(path: str | os.PathLike, max_sites: int | None = None) -> Str
         atoms, gives no readable symmetry, holds no sites or more than ``max_sites``,
         has partial occupancies or a species that is no element (a dummy ``X``), a
         zero-volume cell or overlapping atoms, a cell angle outside 0 ... 180 degrees or
-        an occupancy of 0 or less or above 1, or is UTF-16/UTF-32 text (or holds NUL bytes).
+        an occupancy of 0 or less or above 1, or is UTF-16/UTF-32 text (or holds NUL bytes);
+        if it is larger than :data:`cgcnn.crystals.members.MAX_CIF_BYTES` (50 MB, refused by its
+        size, unread).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    return structure_from_bytes(data, path, max_sites)
+    return structure_from_bytes(read_cif_bytes(path), path, max_sites)
 
 
 def structure_from_bytes(data: bytes, source: str | os.PathLike, max_sites: int | None = None) -> Structure:
@@ -83,11 +69,15 @@ def structure_from_bytes(data: bytes, source: str | os.PathLike, max_sites: int 
 
     if not data:
         raise InputError(f"{source}: empty file")
+    if len(data) > MAX_CIF_BYTES:
+        raise InputError(f"{source}: {len(data):,} bytes, more than the limit of {MAX_CIF_BYTES:,} bytes per CIF "
+                         "(cgcnn.crystals.MAX_CIF_BYTES)")
     problem = not_utf8(data)
     if problem:
         raise InputError(f"{source}: {problem}")
     text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
-    return check_structure(read_cif(source, text), source, max_sites)
+    limit = MAX_SITES if max_sites is None else max_sites
+    return check_structure(read_cif(source, text, max_sites=limit), source, max_sites)
 
 
 def check_structure(structure: Structure, source: str | os.PathLike, max_sites: int | None = None) -> Structure:

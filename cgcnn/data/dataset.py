@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from cgcnn import InputError
-from cgcnn.crystals import cif_file, read_id_prop, read_structure
+from cgcnn.crystals import cif_file, read_cif_bytes, read_id_prop, read_structure
 from cgcnn.data.atom_features import atom_table_array, atom_table_from_dict, load_atom_init, missing_elements
 from cgcnn.data.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count
 from cgcnn.data.graphcache import CACHE_SUFFIX, cache_folder, graph_cache_key, read_cached_graph, write_cached_graph
@@ -158,7 +158,7 @@ class CIFData(torch.utils.data.Dataset):
         return cif_file(self.root, self.ids[idx])
 
     def _disk_key(self, path: Path) -> str:
-        return graph_cache_key(path.read_bytes(), self.params)
+        return graph_cache_key(read_cif_bytes(path), self.params)
 
     def graph(self, idx: int) -> Graph:
         """The compact graph of row ``idx`` (built, or taken from a cache)."""

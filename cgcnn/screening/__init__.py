@@ -36,12 +36,13 @@ from cgcnn.screening.run import (
     work_folder,
 )
 from cgcnn.screening.workfolder import (
+    ShardWriteError,
     is_parquet,
     parquet_table,
 )
 
 __all__ = [
     "AtomTable", "ChunkData", "ON_ERROR", "PrepSpec", "Prepared", "RESULT_COLUMNS", "SKIPPED_COLUMNS",
-    "ScreenSettings", "ScreenSummary", "Screener", "Shard", "TEST_COLUMNS", "atom_tables", "dask_log",
-    "is_parquet", "local_shards", "parquet_table", "prepare_crystal", "screen", "work_folder",
+    "ScreenSettings", "ScreenSummary", "Screener", "Shard", "ShardWriteError", "TEST_COLUMNS", "atom_tables",
+    "dask_log", "is_parquet", "local_shards", "parquet_table", "prepare_crystal", "screen", "work_folder",
 ]

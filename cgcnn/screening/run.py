@@ -22,7 +22,9 @@ Interrupted (SIGTERM, SIGKILL, a crash), a run leaves its shards; run again with
 ``manifest.json`` records the source models, property models, last layer, input and
 options; resuming with any of them changed is refused.  A bad input (one line,
 :class:`~cgcnn.InputError`) without ``on_error="skip"`` removes the work folder: nothing
-is written, as before streaming.
+is written, as before streaming.  A shard or a final file that cannot be written (a full
+disk, a file-size limit) keeps the finished shards: the one-line error says that ``resume``
+continues.
 
 Where things live: the models applied to a chunk and the settings, :mod:`cgcnn.screening.screener`; a
 chunk's graphs built anywhere, :mod:`cgcnn.screening.chunk`; the work folder and its manifest,
@@ -62,7 +64,7 @@ from cgcnn.screening.screener import (
     _csv_header,
     atom_tables,
 )
-from cgcnn.screening.workfolder import _check_manifest, _manifest, _Work, is_parquet, work_folder
+from cgcnn.screening.workfolder import ShardWriteError, _check_manifest, _manifest, _Work, is_parquet, work_folder
 
 __all__ = ["ON_ERROR", "local_shards", "ScreenSettings", "Screener", "Shard", "ScreenSummary", "atom_tables", "screen",
            "work_folder", "dask_log",
@@ -247,7 +249,11 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
             folder.mkdir(parents=True)
         except OSError as exc:
             raise InputError(f"{folder}: cannot make the work folder ({exc.strerror})") from None
-        save_text(json.dumps(manifest, indent=1), folder / "manifest.json")
+        try:
+            save_text(json.dumps(manifest, indent=1), folder / "manifest.json")
+        except InputError:
+            shutil.rmtree(folder, ignore_errors=True)  # nothing done yet
+            raise
 
     session = contextlib.ExitStack()
     client = None
@@ -275,6 +281,8 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
         for shard in shards:
             work.write(shard, headers)
             progress.update(shard.stats["n"] + shard.stats["skipped"], shard.stats["skipped"])
+    except ShardWriteError as exc:  # not the input's fault: what is done stays done
+        raise InputError(f"{exc}; {kept}") from None
     except InputError:
         shutil.rmtree(folder, ignore_errors=True)  # a bad input: nothing written, nothing to resume
         raise
@@ -294,14 +302,17 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
     for index in range(n_chunks):
         for key, value in work.stats(index).items():
             totals[key] = value if key == "level" else totals.get(key, 0) + value
-    with outputs:
-        outputs.save(results, None, saver=work.writer("results", headers["results"], n_chunks))
-        if test_results is not None:
-            outputs.save(test_results, None, saver=work.writer("test", headers["test"], n_chunks))
-        if skipped_csv is not None:
-            outputs.save(skipped_csv, None, saver=work.writer("skipped", headers["skipped"], n_chunks))
-        if settings.dask:
-            outputs.save(dask_log(results), None, saver=lambda _, f: _copy(folder / _WORK_LOG, f))
+    try:
+        with outputs:
+            outputs.save(results, None, saver=work.writer("results", headers["results"], n_chunks))
+            if test_results is not None:
+                outputs.save(test_results, None, saver=work.writer("test", headers["test"], n_chunks))
+            if skipped_csv is not None:
+                outputs.save(skipped_csv, None, saver=work.writer("skipped", headers["skipped"], n_chunks))
+            if settings.dask:
+                outputs.save(dask_log(results), None, saver=lambda _, f: _copy(folder / _WORK_LOG, f))
+    except InputError as exc:  # every chunk is done: --resume only gathers them
+        raise InputError(f"{exc}; {kept}") from None
     shutil.rmtree(folder, ignore_errors=True)
     n_t = totals.get("n_targets", 0)
     mae = totals["abs_err"] / n_t if n_t else math.nan

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from cgcnn.crystals import CrystalInput
     from cgcnn.screening.screener import Screener, ScreenSettings, Shard
 
-__all__ = ["work_folder", "is_parquet", "parquet_table"]
+__all__ = ["work_folder", "ShardWriteError", "is_parquet", "parquet_table"]
 
 _MANIFEST_FORMAT = "cgcnn-kappa screen 1"
 _PARTS = ("results", "test", "skipped")
@@ -37,6 +37,11 @@ def work_folder(results: str | os.PathLike) -> Path:
     """The folder of an unfinished run's shards: ``<results>.parts`` beside the results file."""
     results = Path(results)
     return results.with_name(results.name + ".parts")
+
+
+class ShardWriteError(InputError):
+    """A shard that cannot be written (a full disk, a file-size limit): not a fault of the input,
+    so the finished shards are kept for ``--resume``."""
 
 
 def is_parquet(path: str | os.PathLike | None) -> bool:
@@ -81,17 +86,26 @@ class _Work:
                 if p.name != "manifest.json" and p.name.split(".")[0].isdigit()}
 
     def write(self, shard: Shard, headers: dict) -> None:
-        """Write a chunk's shard, its ``.json`` last; ``headers``: each part's CSV header line."""
-        for part in _PARTS:
-            if part in self.parquet:
-                import pyarrow.parquet as pq
+        """Write a shard's files, its ``.json`` last; ``headers``: each part's CSV header line.
 
-                path = self.shard_file(shard.index, part)
-                save_atomic(parquet_table(headers[part] + getattr(shard, part)), path,
-                            saver=lambda table, f: pq.write_table(table, f))
-            else:
-                save_text(getattr(shard, part), self.shard_file(shard.index, part))
-        save_text(json.dumps({"index": shard.index, "stats": shard.stats}), self.shard_file(shard.index, "stats"))
+        Raises
+        ------
+        ShardWriteError
+            A file cannot be written (``OSError``: a full disk, a file-size limit); the files of
+            this shard written before are left (without its ``.json`` the chunk is not done).
+        """
+        try:
+            for part in _PARTS:
+                if part in self.parquet:
+                    import pyarrow.parquet as pq
+
+                    save_atomic(parquet_table(headers[part] + getattr(shard, part)), self.shard_file(shard.index, part),
+                                saver=lambda table, f: pq.write_table(table, f))
+                else:
+                    save_text(getattr(shard, part), self.shard_file(shard.index, part))
+            save_text(json.dumps({"index": shard.index, "stats": shard.stats}), self.shard_file(shard.index, "stats"))
+        except InputError as exc:  # save_text's one line for an OSError
+            raise ShardWriteError(str(exc)) from None
 
     def stats(self, index: int) -> dict:
         return json.loads(self.shard_file(index, "stats").read_text())["stats"]

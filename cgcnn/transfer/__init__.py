@@ -50,11 +50,13 @@ from cgcnn.transfer.features import (
     inputs_record,
     load_property_models,
     member_folders,
+    source_order_problem,
     source_record,
     with_members,
 )
 from cgcnn.transfer.intervals import (
     check_level,
+    conformal_folds,
     domain_distance,
     fit_conformal,
     fit_domain,
@@ -76,10 +78,10 @@ from cgcnn.transfer.layerfile import (
 __all__ = [
     "CANDIDATES", "ColumnKernel", "DESCRIPTOR_SETS", "Features", "LAST_LAYER_TYPES", "LastLayer",
     "MemberAverage", "PROPERTY_MODEL_FILES", "PROPERTY_TARGETS", "Prediction", "SLACK_DESCRIPTORS",
-    "STRUCTURE_DESCRIPTORS", "TRUSTED_MODULES", "assemble_features", "check_fitted", "check_level",
+    "STRUCTURE_DESCRIPTORS", "TRUSTED_MODULES", "assemble_features", "check_fitted", "check_level", "conformal_folds",
     "compute_features", "cv_mae", "debye_from_moduli", "default_property_models", "domain_distance",
     "features_from_datasets", "fit_conformal", "fit_domain", "gruneisen_from_poisson", "inputs_record",
     "interval_cv", "load_pickle", "load_property_models", "load_skops", "make_estimator", "member_folders",
     "quiet_fit", "quiet_predict", "quietly", "repeated_folds", "skops_io", "slack_descriptors", "slack_kappa",
-    "source_record", "structure_descriptors", "structure_type", "with_level", "with_members",
+    "source_order_problem", "source_record", "structure_descriptors", "structure_type", "with_level", "with_members",
 ]

@@ -48,6 +48,7 @@ __all__ = [
     "member_folders",
     "with_members",
     "source_record",
+    "source_order_problem",
     "assemble_features",
     "inputs_record",
     "PROPERTY_TARGETS",
@@ -370,3 +371,26 @@ def inputs_record(sources: Sequence[SourceModel], features: Features, descriptor
         record["member_folders"] = [Path(os.path.relpath(Path(s.path).resolve().parent, first)).as_posix()
                                     for s in sources[1:]]
     return record
+
+
+def source_order_problem(saved: dict, inputs: dict) -> str:
+    """Why a run's source models are those a last layer was fit on (``saved``, its
+    :attr:`~cgcnn.transfer.lastlayer.LastLayer.inputs`) in another order (``inputs``, this run's
+    :func:`inputs_record`), and what to do: ensemble members found in their recorded folders
+    whose files were swapped (the user gave one MODELPATH and no order), or MODELPATH listing
+    the models in another order."""
+    have = [s["sha256"] for s in inputs.get("sources", [])]
+    want = [s["sha256"] for s in saved["sources"]]
+    folders = saved.get("member_folders") or []
+    where = [saved["sources"][0]["name"]] + [f"{f}/{s['name']}" for f, s in zip(folders, saved["sources"][1:])]
+    if folders and inputs.get("member_folders") == folders:
+        name = ["MODELPATH", *where[1:]]
+        moved = "; ".join(f"{name[i]} holds the model fit as {name[want.index(h)]}" for i, h in enumerate(have)
+                          if h != want[i])
+        return (f"the source models of its ensemble members are not in the folders they were fit from ({moved}): "
+                "put each file back, or refit with --train 1")
+    if folders:
+        return (f"MODELPATH lists the source models it was fit on in another order; give the first alone (its "
+                f"ensemble members are found beside it: {', '.join(where[1:])}), or list them in that order")
+    return (f"MODELPATH lists the source models it was fit on in another order; list them as at fitting "
+            f"({','.join(s['name'] for s in saved['sources'])}), or refit with --train 1")

@@ -17,7 +17,8 @@ import numpy as np
 from cgcnn import InputError
 from cgcnn.transfer.estimators import make_estimator, quietly
 
-__all__ = ["check_level", "fit_conformal", "with_level", "interval_cv", "fit_domain", "domain_distance"]
+__all__ = ["check_level", "conformal_folds", "fit_conformal", "with_level", "interval_cv", "fit_domain",
+           "domain_distance"]
 
 def check_level(level: float, n_train: int, name: str = "last layer") -> None:
     """Refuse an interval level CV+ cannot give with ``n_train`` crystals.
@@ -35,12 +36,18 @@ def check_level(level: float, n_train: int, name: str = "last layer") -> None:
                          f"(it has {n_train}); choose --interval below {top:.3f}")
 
 
+def conformal_folds(folds: int, n: int) -> int:
+    """The folds of the CV+ interval of ``n`` crystals asked to use ``folds``: at least 2 (CV+ needs
+    a held-out part; ``--cv-folds 0`` too) and at most ``n`` (one crystal per fold)."""
+    return max(2, min(folds, n))
+
+
 def fit_conformal(kind: str, X, y, level: float, seed: int, folds: int, groups=None):
     """CV+ (Barber et al. 2021) with MAPIE: ``folds`` fold models and the absolute residuals."""
     from mapie.regression import CrossConformalRegressor
 
     check_level(level, len(y))
-    folds = max(2, min(folds, len(y)))
+    folds = conformal_folds(folds, len(y))
     conformal = CrossConformalRegressor(make_estimator(kind, seed, groups), confidence_level=level, method="plus",
                                         cv=folds, random_state=seed)
     with quietly():

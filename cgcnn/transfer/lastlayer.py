@@ -149,6 +149,7 @@ class LastLayer:
         cv_folds, cv_repeats : int
             Repeated K-fold of the type choice and of the reported CV figures; CV is
             skipped (with ``auto`` meaning ``ridge``) when ``cv_folds < 2`` or ``n < cv_folds``.
+            The CV+ interval uses :func:`cgcnn.transfer.intervals.conformal_folds` folds (2 ... n).
         level : float
             Default interval level (0.5 ≤ level < 1).
         inputs : dict
@@ -354,8 +355,9 @@ class LastLayer:
             if have != want:
                 names = ", ".join(s["name"] for s in saved["sources"])
                 if sorted(have) == sorted(want):
-                    raise InputError(f"{self._name}: fit on the same source models in another order ({names}); "
-                                     "give them in that order")
+                    from cgcnn.transfer.features import source_order_problem
+
+                    raise InputError(f"{self._name}: {source_order_problem(saved, inputs)}")
                 raise InputError(f"{self._name}: fit on other source model(s) ({names}); refit with --train 1 "
                                  "or give the source model(s) it was fit with")
         if saved.get("atom_init") and inputs.get("atom_init") and saved["atom_init"] != inputs["atom_init"]:
