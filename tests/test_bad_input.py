@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-import cgcnn.data
 from cgcnn import evaluate, predict, train
 from cgcnn.cli import run_main
 from cgcnn.transfer import LastLayer
@@ -259,6 +258,7 @@ def test_too_many_sites(capsys, work, cif_folder, small_model, monkeypatch):
     """A cell over the site limit is refused with its number of sites and the limit
     (the limit lowered here from 5000 so the test stays small)."""
     import cgcnn.crystals.structure
+    import cgcnn.data
 
     assert cgcnn.data.MAX_SITES == cgcnn.crystals.structure.MAX_SITES == 5000
     monkeypatch.setattr(cgcnn.crystals.structure, "MAX_SITES", 12)
