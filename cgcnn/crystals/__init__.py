@@ -2,7 +2,8 @@
 
 - :mod:`~cgcnn.crystals.cif`: a CIF read into pymatgen's ``Structure`` (:func:`read_cif`: the gemmi
   fast path of :mod:`~cgcnn.crystals.cif_fast`, pymatgen's ``CifParser`` otherwise) and its geometry
-  checked (:func:`check_geometry`);
+  checked (:func:`check_geometry`); a CIF's atomic numbers, site by site, without building it
+  (:func:`site_numbers`);
 - :mod:`~cgcnn.crystals.structure`: the one ordered crystal of a CIF, read and checked
   (:func:`read_structure`, :func:`structure_from_bytes`, :data:`MAX_SITES`);
 - :mod:`~cgcnn.crystals.folder`: a CGCNN data folder's ``id_prop.csv`` (:func:`read_id_prop`, log10 κ_L
@@ -15,9 +16,10 @@ Layer: above :mod:`cgcnn.outputs` only; no torch.
 
 from cgcnn.crystals.archive import ARCHIVE_SUFFIXES, CrystalInput, CrystalText, open_input, read_structure_text
 from cgcnn.crystals.cif import MIN_DISTANCE, check_geometry, read_cif
+from cgcnn.crystals.cif_fast import site_numbers
 from cgcnn.crystals.folder import LOG10_KAPPA_RANGE, check_log10_kappa, cif_file, read_id_prop
 from cgcnn.crystals.structure import MAX_SITES, read_structure, structure_from_bytes
 
 __all__ = ["ARCHIVE_SUFFIXES", "LOG10_KAPPA_RANGE", "MAX_SITES", "MIN_DISTANCE", "CrystalInput", "CrystalText",
            "check_geometry", "check_log10_kappa", "cif_file", "open_input", "read_cif", "read_id_prop",
-           "read_structure", "read_structure_text", "structure_from_bytes"]
+           "read_structure", "read_structure_text", "site_numbers", "structure_from_bytes"]
