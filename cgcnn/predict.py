@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     add_screen_options(parser, output="--out")
     args = parser.parse_args(argv)
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
-    from cgcnn.crystals import open_input  # the engine imports numpy and torch: not at import (--help stays fast)
+    from cgcnn.crystals import data_folder_inputs, open_input  # the engine imports numpy and torch: not at import
     from cgcnn.model import SourceModel, network_threads
     from cgcnn.screening import Screener, ScreenSettings, atom_tables, screen
 
@@ -130,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     data = open_input(args.cifpath)
     out = Path(args.out)
     skipped = out.with_name("skipped.csv") if args.on_error == "skip" else None
-    outs = OutputSet({"--out": out, "skipped.csv": skipped}, inputs={  # checked before the long part
-        "model": args.modelpath, "CIFPATH": data.path / "id_prop.csv" if data.kind == "folder" else data.path,
-        "atom_init.json": args.atom_init or data.path / "atom_init.json"})
+    inputs = {"model": args.modelpath, "--atom-init": args.atom_init}
+    if data.kind == "folder":
+        inputs.update(data_folder_inputs(data.path, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
+    else:
+        inputs["CIFPATH"] = data.path
+    outs = OutputSet({"--out": out, "skipped.csv": skipped}, inputs=inputs)  # checked before the long part
 
     device = "cpu" if args.disable_cuda else None
     model = SourceModel.load(args.modelpath, device=device)

@@ -17,9 +17,9 @@ Layer: above :mod:`cgcnn.outputs` only; no torch.
 from cgcnn.crystals.archive import ARCHIVE_SUFFIXES, CrystalInput, CrystalText, open_input, read_structure_text
 from cgcnn.crystals.cif import MIN_DISTANCE, check_geometry, read_cif
 from cgcnn.crystals.cif_fast import site_numbers
-from cgcnn.crystals.folder import LOG10_KAPPA_RANGE, check_log10_kappa, cif_file, read_id_prop
+from cgcnn.crystals.folder import LOG10_KAPPA_RANGE, check_log10_kappa, cif_file, data_folder_inputs, read_id_prop
 from cgcnn.crystals.structure import MAX_SITES, read_structure, structure_from_bytes
 
 __all__ = ["ARCHIVE_SUFFIXES", "LOG10_KAPPA_RANGE", "MAX_SITES", "MIN_DISTANCE", "CrystalInput", "CrystalText",
-           "check_geometry", "check_log10_kappa", "cif_file", "open_input", "read_cif", "read_id_prop",
-           "read_structure", "read_structure_text", "site_numbers", "structure_from_bytes"]
+           "check_geometry", "check_log10_kappa", "cif_file", "data_folder_inputs", "open_input", "read_cif",
+           "read_id_prop", "read_structure", "read_structure_text", "site_numbers", "structure_from_bytes"]
