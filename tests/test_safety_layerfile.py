@@ -351,3 +351,27 @@ def test_check_loaded_finds_callables_anywhere():
                       (np.savetxt, "function"), (dict, "class"), (object(), "builtins.object")]:
         est.steps[0][1].hidden_ = [{"deep": bad}]
         assert what in (check_loaded({"estimator": est}) or ""), bad
+
+
+@pytest.mark.parametrize("route", ["skops", "pickle"])
+def test_decision_tree_with_crafted_indices_is_refused(tmp_path, route):
+    """scikit-learn follows tree indices unchecked: a cycle would hang predict, an index past the
+    end read outside the arrays.  Such a forest is refused when loaded."""
+    from sklearn.tree._tree import Tree
+
+    est, X = fitted("rf")
+    est.estimators_ = est.estimators_[:2]
+    tree = est.estimators_[1].tree_
+    state = tree.__getstate__()
+    nodes = state["nodes"].copy()
+    nodes["left_child"][1] = 0  # back to the root: a cycle
+    state["nodes"] = nodes
+    bad = Tree(tree.n_features, np.array([1], dtype=np.intp), tree.n_outputs)
+    bad.__setstate__(state)
+    est.estimators_[1].tree_ = bad
+    path = tmp_path / "last_layer.sav"
+    if route == "skops":
+        path.write_bytes(skops_bytes({"format": FORMAT, "estimator": est}))
+    else:
+        write_pickle(tmp_path, v1_record(est))
+    refused(path, tmp_path / "ran", "decision tree", "refused")

@@ -145,7 +145,8 @@ def _check_schema(schema, path) -> None:
 def _refuse_callables(obj, path, extra: frozenset = frozenset()) -> None:
     found = check_loaded(obj, extra)
     if found is not None:
-        raise InputError(f"{path}: holds {found} as a value, which this tool does not write; refused")
+        what = found if found.startswith("a decision tree") else f"{found} as a value"
+        raise InputError(f"{path}: holds {what}, which this tool does not write; refused")
 
 
 def _with_moved_modules(raw: bytes) -> tuple[bytes, Any]:

@@ -126,10 +126,35 @@ def _described(value: Any) -> str:
     return f"an object of type {type(value).__module__}.{type(value).__qualname__}"
 
 
+def _tree_fault(tree) -> str | None:
+    """Why a scikit-learn ``Tree`` could not be walked safely, or None.
+
+    scikit-learn follows a tree's child and feature indices without bounds checks: a crafted
+    one could read outside its arrays or loop for ever.  The trees it builds number children
+    after their parent (depth first), so: every child index lies in (parent, node_count), leaves
+    have both children -1, an inner node's feature lies in [0, n_features), one value row per node.
+    """
+    import numpy as np
+
+    state = tree.__getstate__()
+    nodes, values, count = state.get("nodes"), state.get("values"), int(state.get("node_count", -1))
+    if not isinstance(nodes, np.ndarray) or nodes.dtype.names is None or len(nodes) != count or count < 1 \
+            or not isinstance(values, np.ndarray) or len(values) != count:
+        return "a decision tree of inconsistent size"
+    left, right, feature = (nodes[k].astype(np.int64) for k in ("left_child", "right_child", "feature"))
+    index = np.arange(count)
+    leaf = (left == -1) & (right == -1)
+    inner = ~leaf
+    if not (((left > index) & (left < count) & (right > index) & (right < count)) | leaf).all() \
+            or not ((feature[inner] >= 0) & (feature[inner] < tree.n_features)).all():
+        return "a decision tree whose node indices are out of range"
+    return None
+
+
 def check_loaded(obj: Any, extra: frozenset = frozenset()) -> str | None:
     """Walk a loaded last layer; a description of the first value that is not plain data, an
     array of numbers or an object of a listed class (a function, method, ``partial``, class, or
-    object of another type), else None.
+    object of another type), or a decision tree whose indices could not be followed safely, else None.
 
     Dicts, lists, tuples, object arrays and the instance attributes (``__dict__``) of objects
     of :data:`LAYER_CLASSES` (and ``extra``) are followed; every object is visited once.
@@ -159,6 +184,10 @@ def check_loaded(obj: Any, extra: frozenset = frozenset()) -> str | None:
             continue
         if isinstance(value, type) or _qualname(kind) not in allowed:
             return _described(value)
+        if _qualname(kind) == ("sklearn.tree._tree", "Tree"):
+            fault = _tree_fault(value)
+            if fault is not None:
+                return fault
         if isinstance(value, dict):
             todo.extend(value.keys())
             todo.extend(value.values())
