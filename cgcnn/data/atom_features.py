@@ -96,10 +96,14 @@ def atom_table_from_dict(raw, source: str = "atom feature table") -> dict[int, n
         z = _atomic_number(key, source)
         if z in table:
             raise InputError(f"{source}: atomic number {z} given twice")
-        if not isinstance(value, (list, tuple, np.ndarray)):
+        try:
+            size = len(value) if not isinstance(value, (str, bytes, dict)) else -1
+        except TypeError:
+            size = -1
+        if size < 0:
             raise InputError(f"{source}: entry {key!r} is not atomic number -> list of numbers")
-        if len(value) > MAX_ATOM_FEATURES:
-            raise InputError(f"{source}: entry {key!r} has {len(value)} features, more than the limit of "
+        if size > MAX_ATOM_FEATURES:
+            raise InputError(f"{source}: entry {key!r} has {size} features, more than the limit of "
                              f"{MAX_ATOM_FEATURES}")
         try:
             vec = np.asarray(value, dtype=np.float32)
