@@ -186,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.on_error != "stop":
         raise InputError("--on-error skip applies to --train 0 (screening) only; --train 1 needs every crystal")
 
+    from cgcnn.crystals import data_folder_inputs
+
     folder = Path(args.cifpath)
     _check_targets(folder, args)  # before any feature is computed
     inputs = _input_names(paths, prop_paths)
-    inputs["id_prop.csv"] = folder / "id_prop.csv"
+    inputs.update(data_folder_inputs(folder, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
     outputs = {"--last-layer": args.last_layer, "--test-results": args.test_results}
     outs = OutputSet(outputs, inputs=inputs)  # checked before the long part
 
@@ -290,7 +292,7 @@ def _screen_settings(args):
 
 def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device) -> int:
     """``--train 0``: screen CIFPATH chunk by chunk (:func:`cgcnn.screen.screen`) and print the summary."""
-    from cgcnn.crystals import check_log10_kappa, open_input
+    from cgcnn.crystals import check_log10_kappa, data_folder_inputs, open_input
     from cgcnn.model import SourceModel, network_threads
     from cgcnn.outputs import OutputSet
     from cgcnn.screening import Screener, atom_tables, dask_log, screen
@@ -306,7 +308,10 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     skipped = results.with_name("skipped.csv") if args.on_error == "skip" else None
     inputs = _input_names(paths, prop_paths)
     inputs["--last-layer"] = args.last_layer
-    inputs["CIFPATH"] = data.path / "id_prop.csv" if data.kind == "folder" else data.path
+    if data.kind == "folder":
+        inputs.update(data_folder_inputs(data.path, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
+    else:
+        inputs.update({"CIFPATH": data.path, "--atom-init": args.atom_init})
     outs = OutputSet({"--results": results, "--test-results": args.test_results, "skipped.csv": skipped,
                       "Dask log": dask_log(results) if args.dask else None},
                      inputs=inputs)  # checked before the long part

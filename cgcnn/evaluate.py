@@ -75,6 +75,8 @@ __all__ = ["BASELINES", "METHODS", "Split", "make_splits", "make_group_splits", 
 
 #: Last-layer methods evaluated by default (on all inputs), after ``constant``, ``source`` and ``original``.
 METHODS = ("auto", "gp", "ensemble", "ridge", "rf", "mlp")
+#: The files written into ``--out-dir`` (:func:`cgcnn.evaluation.write_report`).
+REPORT_FILES = ("metrics.md", "predictions.csv", "parity.png")
 
 
 def _finetune(source, folder, splits: Sequence[Split], epochs: int, patience: int, batch_size: int,
@@ -295,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cgcnn.crystals import data_folder_inputs
     from cgcnn.model import SourceModel
-    from cgcnn.outputs import check_output_dir
+    from cgcnn.outputs import check_output_dir, check_outputs
     from cgcnn.transfer import default_property_models, load_property_models, with_members
 
     args = build_parser().parse_args(argv)
@@ -311,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in last_layers if k not in METHODS]
     if unknown:
         raise InputError(f"unknown last layer type {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    check_output_dir(args.out_dir, ("metrics.md", "predictions.csv", "parity.png"))  # fail before the long part
+    out_dir = check_output_dir(args.out_dir, REPORT_FILES)  # fail before the long part
     # fine-tuning trains on the CPU (cgcnn.model.fit keeps its tensors there)
     device = "cpu" if args.finetune else None
     props = None
@@ -322,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         descriptors = "structure"  # said in the table's header line
     if descriptors == "slack" and args.members == "auto" and len(paths) == 1 and not args.property_models:
         paths, prop_paths = with_members(paths, prop_paths)  # as transfer_learning_kappa.py --train 1
+    inputs = {f"MODELPATH ({p})": p for p in paths}
+    inputs.update({f"property model ({p})": p for p in (prop_paths if descriptors == "slack" else [])})
+    inputs.update(data_folder_inputs(args.cifpath, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
+    if args.group_by:
+        inputs["--groups-file"] = args.groups_file or Path(args.cifpath) / "compounds.csv"
+    if out_dir.is_dir():  # no report file may be an input (a link to one): refused before the long part
+        check_outputs({name: out_dir / name for name in REPORT_FILES}, inputs=inputs)
     sources = [SourceModel.load(p, require_regression=True, device=device) for p in paths]
     if descriptors == "slack":
         props = load_property_models(prop_paths)
@@ -342,8 +352,6 @@ def main(argv: list[str] | None = None) -> int:
         finetune=args.finetune, finetune_patience=args.finetune_patience,
         finetune_batch_size=args.finetune_batch_size, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
         workers=args.workers, atom_init=args.atom_init, cache_dir=args.cache_dir, progress=not args.quiet)
-    inputs = {f"MODELPATH ({p})": p for p in paths}
-    inputs["id_prop.csv"] = Path(args.cifpath) / "id_prop.csv"
     written = write_report(table, predictions, args.out_dir, inputs=inputs)
     print(format_table(table), end="")
     print(f"wrote {written['metrics']}, {written['predictions']}, {written['parity']}", file=sys.stderr)

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = document_ranges(parser).parse_args(argv)
     check_options(args)  # every numeric option in its range, before any work
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
-    from cgcnn.crystals import open_input  # the engine imports numpy and torch: not at import (--help stays fast)
+    from cgcnn.crystals import data_folder_inputs, open_input  # the engine imports numpy and torch: not at import
     from cgcnn.model import SourceModel, network_threads
     from cgcnn.screening import Screener, ScreenSettings, atom_tables, dask_log, screen
 
@@ -133,10 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     data = open_input(args.cifpath)
     out = Path(args.out)
     skipped = out.with_name("skipped.csv") if args.on_error == "skip" else None
+    inputs = {"model": args.modelpath, "--atom-init": args.atom_init}
+    if data.kind == "folder":
+        inputs.update(data_folder_inputs(data.path, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
+    else:
+        inputs["CIFPATH"] = data.path
     outs = OutputSet({"--out": out, "skipped.csv": skipped, "Dask log": dask_log(out) if args.dask else None},
-                     inputs={  # checked before the long part
-        "model": args.modelpath, "CIFPATH": data.path / "id_prop.csv" if data.kind == "folder" else data.path,
-        "atom_init.json": args.atom_init or data.path / "atom_init.json"})
+                     inputs=inputs)  # checked before the long part
 
     device = "cpu" if args.disable_cuda else None
     model = SourceModel.load(args.modelpath, device=device)

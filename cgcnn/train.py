@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Subset
 
 from cgcnn import InputError, cli
 from cgcnn.cli import add_compat_options, add_graph_options, add_loader_options, add_seed_option, run_main
+from cgcnn.crystals import data_folder_inputs
 from cgcnn.data import CIFData, GraphParams, collate_pool
 from cgcnn.model import (
     CrystalGraphConvNet,
@@ -222,9 +223,8 @@ def train(settings: TrainSettings) -> TrainResult:
     fit = settings.fit
     torch.manual_seed(fit.seed)
     out_dir = check_output_dir(settings.out_dir, OUTPUTS, must_exist=True)
-    outs = OutputSet({name: out_dir / name for name in OUTPUTS},
-                     inputs={"id_prop.csv": Path(settings.data) / "id_prop.csv", "--pretrained": settings.pretrained,
-                             "--atom-init": settings.atom_init})
+    inputs = {"--pretrained": settings.pretrained, **data_folder_inputs(settings.data, settings.atom_init)}
+    outs = OutputSet({name: out_dir / name for name in OUTPUTS}, inputs=inputs)  # id_prop.csv, CIFs, atom tables
     if settings.start_epoch >= fit.epochs and not settings.resume:
         raise InputError(f"--start-epoch {settings.start_epoch} leaves no epoch below --epochs {fit.epochs}")
     classification = settings.classification

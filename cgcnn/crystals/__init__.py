@@ -2,7 +2,8 @@
 
 - :mod:`~cgcnn.crystals.cif`: a CIF read into pymatgen's ``Structure`` (:func:`read_cif`: the gemmi
   fast path of :mod:`~cgcnn.crystals.cif_fast`, pymatgen's ``CifParser`` otherwise) and its geometry
-  checked (:func:`check_geometry`);
+  checked (:func:`check_geometry`); a CIF's atomic numbers, site by site, without building it
+  (:func:`site_numbers`);
 - :mod:`~cgcnn.crystals.structure`: the one ordered crystal of a CIF, read and checked
   (:func:`read_structure`, :func:`structure_from_bytes`, :data:`MAX_SITES`);
 - :mod:`~cgcnn.crystals.folder`: a CGCNN data folder's ``id_prop.csv`` (:func:`read_id_prop`, log10 κ_L
@@ -21,12 +22,14 @@ Layer: above :mod:`cgcnn.outputs` only; no torch.
 
 from cgcnn.crystals.archive import ARCHIVE_SUFFIXES, CrystalInput, CrystalText, open_input, read_structure_text
 from cgcnn.crystals.cif import MIN_DISTANCE, check_geometry, read_cif
-from cgcnn.crystals.folder import LOG10_KAPPA_RANGE, check_log10_kappa, cif_file, read_id_prop
+from cgcnn.crystals.cif_fast import site_numbers
+from cgcnn.crystals.folder import LOG10_KAPPA_RANGE, check_log10_kappa, cif_file, data_folder_inputs, read_id_prop
 from cgcnn.crystals.formats import STRUCTURE_FORMATS, structure_format, structure_from_object, structures_from_text
 from cgcnn.crystals.members import MAX_CIF_BYTES, read_cif_bytes
 from cgcnn.crystals.structure import MAX_SITES, check_structure, read_structure, structure_from_bytes
 
 __all__ = ["ARCHIVE_SUFFIXES", "LOG10_KAPPA_RANGE", "MAX_CIF_BYTES", "MAX_SITES", "MIN_DISTANCE", "STRUCTURE_FORMATS",
            "CrystalInput", "CrystalText", "check_geometry", "check_log10_kappa", "check_structure", "cif_file",
-           "open_input", "read_cif", "read_cif_bytes", "read_id_prop", "read_structure", "read_structure_text",
-           "structure_format", "structure_from_bytes", "structure_from_object", "structures_from_text"]
+           "data_folder_inputs", "open_input", "read_cif", "read_cif_bytes", "read_id_prop", "read_structure",
+           "read_structure_text", "site_numbers", "structure_format", "structure_from_bytes", "structure_from_object",
+           "structures_from_text"]

@@ -24,7 +24,7 @@ import numpy as np
 from cgcnn import InputError
 from cgcnn.outputs import missing_reason
 
-__all__ = ["cif_file", "LOG10_KAPPA_RANGE", "check_log10_kappa",
+__all__ = ["cif_file", "LOG10_KAPPA_RANGE", "check_log10_kappa", "data_folder_inputs",
            "read_id_prop"]
 
 
@@ -48,6 +48,28 @@ def cif_file(folder: str | os.PathLike, cif_id: str) -> Path:
     except OSError:
         pass
     return path
+
+
+def data_folder_inputs(folder: str | os.PathLike, atom_init: str | os.PathLike | None = None) -> dict:
+    """The files a run may read from a data folder, labelled for :func:`cgcnn.outputs.check_outputs`:
+    ``id_prop.csv``, ``atom_init.json`` (and ``--atom-init`` when given) and every CIF of the folder
+    (``*.cif`` in any case), so that no output of the run can name one of them.
+
+    Returns
+    -------
+    dict
+        ``{"id_prop.csv": path, "atom_init.json": path, "--atom-init": path or None, "CIF": [paths]}``;
+        an unreadable or missing folder gives no CIF (the run then fails on it with its own message).
+    """
+    folder = Path(folder)
+    cifs: list[Path] = []
+    try:
+        with os.scandir(folder) as entries:
+            cifs = [folder / e.name for e in entries if e.name.lower().endswith(".cif")]
+    except OSError:
+        pass
+    return {"id_prop.csv": folder / "id_prop.csv", "atom_init.json": folder / "atom_init.json",
+            "--atom-init": atom_init, "CIF": cifs}
 
 
 def _check_cif_id(cif_id: str, where: str) -> None:

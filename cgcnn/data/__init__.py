@@ -19,6 +19,8 @@ Layer: above :mod:`cgcnn.crystals`.
 
 from cgcnn.crystals import LOG10_KAPPA_RANGE, MAX_SITES, check_log10_kappa, cif_file, read_id_prop, read_structure
 from cgcnn.data.atom_features import (
+    MAX_ATOM_FEATURES,
+    MAX_ATOMIC_NUMBER,
     PACKAGE_ATOM_INIT,
     atom_init_digest,
     atom_table_array,
@@ -29,11 +31,21 @@ from cgcnn.data.atom_features import (
 from cgcnn.data.datafolder import save_id_prop, write_data_folder
 from cgcnn.data.dataset import CIFData, build_graphs, collate_pool
 from cgcnn.data.graph import MAX_NEIGHBOURS, GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count
-from cgcnn.data.graphcache import CACHE_SUFFIX, graph_cache_key, read_cached_graph, write_cached_graph
+from cgcnn.data.graphcache import (
+    CACHE_SUFFIX,
+    CifNumbers,
+    check_graph_array,
+    graph_cache_key,
+    load_cached_graph,
+    read_cached_graph,
+    write_cached_graph,
+)
 from cgcnn.data.pool import run_tasks, start_pool
 
-__all__ = ["CACHE_SUFFIX", "LOG10_KAPPA_RANGE", "MAX_NEIGHBOURS", "MAX_SITES", "PACKAGE_ATOM_INIT", "CIFData",
-           "GaussianDistance", "Graph", "GraphParams", "atom_init_digest", "atom_table_array", "atom_table_from_dict",
-           "build_graph", "build_graphs", "check_log10_kappa", "check_neighbour_count", "cif_file", "collate_pool",
-           "graph_cache_key", "load_atom_init", "missing_elements", "read_cached_graph", "read_id_prop",
-           "read_structure", "run_tasks", "save_id_prop", "start_pool", "write_cached_graph", "write_data_folder"]
+__all__ = ["CACHE_SUFFIX", "CIFData", "CifNumbers", "GaussianDistance", "Graph", "GraphParams", "LOG10_KAPPA_RANGE",
+           "MAX_ATOMIC_NUMBER", "MAX_ATOM_FEATURES", "MAX_NEIGHBOURS", "MAX_SITES", "PACKAGE_ATOM_INIT",
+           "atom_init_digest", "atom_table_array", "atom_table_from_dict", "build_graph", "build_graphs",
+           "check_graph_array", "check_log10_kappa", "check_neighbour_count", "cif_file", "collate_pool",
+           "graph_cache_key", "load_atom_init", "load_cached_graph", "missing_elements", "read_cached_graph",
+           "read_id_prop", "read_structure", "run_tasks", "save_id_prop", "start_pool", "write_cached_graph",
+           "write_data_folder"]

@@ -23,7 +23,14 @@ from cgcnn import InputError
 from cgcnn.crystals import cif_file, read_cif_bytes, read_id_prop, read_structure
 from cgcnn.data.atom_features import atom_table_array, atom_table_from_dict, load_atom_init, missing_elements
 from cgcnn.data.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count
-from cgcnn.data.graphcache import CACHE_SUFFIX, cache_folder, graph_cache_key, read_cached_graph, write_cached_graph
+from cgcnn.data.graphcache import (
+    CACHE_SUFFIX,
+    CifNumbers,
+    cache_folder,
+    graph_cache_key,
+    load_cached_graph,
+    write_cached_graph,
+)
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -166,17 +173,19 @@ class CIFData(torch.utils.data.Dataset):
         if graph is not None:
             return graph
         path = self.cif_path(idx)
-        disk = key = None
+        disk = key = structure = None
         if self.cache_dir is not None:
-            key = self._disk_key(path)
+            cif = path.read_bytes()
+            key = graph_cache_key(cif, self.params)
             disk = self.cache_dir / f"{key}{CACHE_SUFFIX}"
-            graph = read_cached_graph(disk, key, self.params.max_num_nbr)
+            check = CifNumbers(cif, lambda: read_structure(path, self.max_sites))
+            graph = load_cached_graph(disk, key, self.params, check, str(path))
+            structure = check.structure
         if graph is None:
-            structure = read_structure(path, self.max_sites)
+            if structure is None:
+                structure = read_structure(path, self.max_sites)
             check_neighbour_count(structure, self.params.radius, path)
             graph = build_graph(structure, self.params, name=self.ids[idx])
-            if self.structure_info is not None:
-                self._info[idx] = self.structure_info(structure)
             if disk is not None:
                 try:
                     write_cached_graph(disk, key, graph)
@@ -184,6 +193,8 @@ class CIFData(torch.utils.data.Dataset):
                     warnings.warn(f"{self.cache_dir}: cannot write graph cache ({exc.strerror}); not caching",
                                   stacklevel=2)
                     self.cache_dir = None
+        if structure is not None and self.structure_info is not None:
+            self._info[idx] = self.structure_info(structure)
         self._check_elements(idx, graph.numbers)
         self._cache.put(idx, graph)
         return graph

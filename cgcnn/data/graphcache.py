@@ -1,11 +1,24 @@
 """The on-disk graph cache (``--cache-dir``): crystal graphs kept across runs, keyed by the CIF's
-bytes and the graph parameters, each entry checked before it is trusted.
+bytes and the graph parameters, each entry checked before it is used.
 
 One file per graph, ``<key>.graph``: a magic line, the key (SHA-256 hex of the CIF's bytes
 and the graph parameters), the SHA-256 hex of the payload, then the payload
-(:meth:`cgcnn.data.graph.Graph.to_array` in ``.npy`` format).  An entry that is empty, damaged,
-written for another key or of another number of neighbours is rebuilt by its reader
-(:class:`cgcnn.data.dataset.CIFData`, :mod:`cgcnn.screening.chunk`).
+(:meth:`cgcnn.data.graph.Graph.to_array` in ``.npy`` format).
+
+The checksum only finds damage: whoever can write the folder can write an entry with its
+own checksum.  So an entry is trusted only once it has passed checks that do not come
+from the entry (:func:`load_cached_graph`):
+
+- its array is a graph of these parameters: float64 of shape (N, 1 + 2M), M neighbours,
+  atomic numbers 1 … 118, neighbour indices 0 … N − 1, distances finite, 0 < d ≤ radius + 1,
+  each site's sorted as they are built;
+- its atomic numbers are those of the CIF it claims to be, site for site: from the CIF's
+  own symmetry expansion (:func:`cgcnn.crystals.cif_fast.site_numbers`, gemmi, about
+  0.1 ms), else from the structure read from the CIF.
+
+An entry that is empty, damaged, written for another key or that fails a check is rebuilt
+by its reader (:class:`cgcnn.data.dataset.CIFData`, :mod:`cgcnn.screening.chunk`), with a
+warning naming the CIF; one that is merely missing is built silently.
 """
 
 from __future__ import annotations
@@ -14,14 +27,20 @@ import hashlib
 import io
 import json
 import os
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cgcnn import InputError
-from cgcnn.data.graph import Graph
+from cgcnn.crystals import site_numbers
+from cgcnn.data.atom_features import MAX_ATOMIC_NUMBER
+from cgcnn.data.graph import Graph, GraphParams
 
-__all__ = ["CACHE_SUFFIX", "cache_folder", "graph_cache_key", "write_cached_graph", "read_cached_graph"]
+__all__ = ["CACHE_SUFFIX", "CifNumbers", "cache_folder", "graph_cache_key", "write_cached_graph", "read_cached_graph",
+           "check_graph_array", "load_cached_graph"]
 
 
 CACHE_SUFFIX = ".graph"
@@ -56,25 +75,118 @@ def write_cached_graph(file: Path, key: str, graph: Graph) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read_cached_graph(file: Path, key: str, max_num_nbr: int) -> Graph | None:
-    """A graph from the on-disk cache, or None if the entry is missing or not to be trusted:
-    empty, truncated or damaged (checksum), written for another key (another crystal or other
-    graph parameters), or of another number of neighbours.  Such an entry is rebuilt."""
+def check_graph_array(arr: np.ndarray, params: GraphParams) -> str | None:
+    """Why ``arr`` is not a graph of ``params`` as :meth:`Graph.to_array` writes it, or None.
+
+    Checks: float64, shape (N, 1 + 2M) with N ≥ 1 and M = ``params.max_num_nbr``; atomic numbers
+    integers 1 … 118; neighbour indices integers 0 … N − 1; distances finite with
+    0 < d ≤ radius + 1 (Å), non-decreasing along each site's row (the order they are built in).
+    """
+    m = params.max_num_nbr
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.float64 or arr.ndim != 2:
+        return "not a float64 table"
+    if arr.shape[0] < 1 or arr.shape[1] != 1 + 2 * m:
+        return f"shape {arr.shape}, not (N, {1 + 2 * m})"
+    numbers, dist, idx = arr[:, 0], arr[:, 1:1 + m], arr[:, 1 + m:]
+    if not (np.isfinite(numbers).all() and (numbers == np.round(numbers)).all()
+            and numbers.min() >= 1 and numbers.max() <= MAX_ATOMIC_NUMBER):
+        return f"atomic numbers outside 1 to {MAX_ATOMIC_NUMBER}"
+    if not (np.isfinite(idx).all() and (idx == np.round(idx)).all() and idx.min() >= 0
+            and idx.max() <= len(arr) - 1):
+        return f"neighbour indices outside 0 to {len(arr) - 1}"
+    if not (np.isfinite(dist).all() and (dist > 0).all() and (dist <= params.radius + 1.0).all()):
+        return f"distances not finite or outside (0, {params.radius + 1.0:g}] Å"
+    if m > 1 and (np.diff(dist, axis=1) < 0).any():
+        return "neighbours not sorted by distance"
+    return None
+
+
+def read_cached_graph(file: Path, key: str, params: GraphParams) -> tuple[Graph | None, str | None]:
+    """A graph from the on-disk cache, checked as a file (no CIF needed).
+
+    Returns
+    -------
+    (Graph, None)
+        A sound entry (still to be checked against its CIF: :func:`load_cached_graph`).
+    (None, None)
+        No entry.
+    (None, str)
+        An entry not to be used, and why: empty, truncated or damaged (checksum), not of this
+        cache, written for another key (another crystal or other graph parameters), or a
+        payload that fails :func:`check_graph_array`.
+    """
     try:
         data = file.read_bytes()
-    except OSError:
-        return None
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror})"
     if not data.startswith(_CACHE_MAGIC):
-        return None
+        return None, "not a graph cache entry"
     lines = data[len(_CACHE_MAGIC):].split(b"\n", 2)
-    if len(lines) != 3 or lines[0] != key.encode() or lines[1] != hashlib.sha256(lines[2]).hexdigest().encode():
-        return None
+    if len(lines) != 3 or lines[0] != key.encode():
+        return None, "written for another crystal or other graph parameters"
+    if lines[1] != hashlib.sha256(lines[2]).hexdigest().encode():
+        return None, "damaged (checksum)"
     try:
-        graph = Graph.from_array(np.load(io.BytesIO(lines[2]), allow_pickle=False))
-    except (OSError, ValueError):
-        return None
-    if graph.nbr_fea_idx.shape[1] != max_num_nbr:
-        return None
+        arr = np.load(io.BytesIO(lines[2]), allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None, "damaged (unreadable array)"
+    why = check_graph_array(arr, params)
+    if why is not None:
+        return None, why
+    return Graph.from_array(arr), None
+
+
+class CifNumbers:
+    """The atomic numbers, site by site, of the crystal a CIF holds: what a cached graph of it must have.
+
+    Taken from the CIF's own symmetry expansion (:func:`cgcnn.crystals.site_numbers`, gemmi, about
+    0.1 ms) where that is sure to match, else from the structure ``read()`` gives (a pymatgen
+    ``Structure``, then kept as :attr:`structure` so that the caller does not read it again).
+    Computed once, on first use.
+
+    Parameters
+    ----------
+    cif : bytes
+        The CIF file.
+    read : callable
+        Reads the crystal's checked structure (raises :class:`InputError` for a CIF that does not parse).
+    """
+
+    def __init__(self, cif: bytes, read: Callable[[], Any]):
+        self.cif = cif
+        self.read = read
+        self.structure = None
+        self._numbers: np.ndarray | None = None
+
+    def numbers(self) -> np.ndarray:
+        """Atomic numbers, int64 of shape (N,)."""
+        if self._numbers is None:
+            numbers = site_numbers(self.cif.decode("utf-8", errors="replace"))
+            if numbers is None:
+                self.structure = self.read()
+                numbers = np.array([site.specie.Z for site in self.structure], dtype=np.int64)
+            self._numbers = numbers
+        return self._numbers
+
+
+def load_cached_graph(file: Path, key: str, params: GraphParams, cif: CifNumbers, source: str) -> Graph | None:
+    """The cached graph of a crystal, used only when it is sound (:func:`read_cached_graph`) and its
+    atomic numbers are those of its CIF (``cif``); else None, with a warning naming ``source`` when an
+    entry was there (it is to be rebuilt).
+
+    Raises
+    ------
+    InputError
+        From ``cif.read`` (a CIF that does not parse), when the CIF's expansion cannot tell.
+    """
+    graph, why = read_cached_graph(file, key, params)
+    if graph is not None and not np.array_equal(cif.numbers(), graph.numbers):
+        graph, why = None, "its atomic numbers are not those of the CIF"
+    if why is not None:
+        warnings.warn(f"{source}: cached graph {file.name} is damaged or altered ({why}); rebuilt from the CIF",
+                      stacklevel=2)
     return graph
 
 

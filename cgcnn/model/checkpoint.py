@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from cgcnn import InputError
-from cgcnn.data import GraphParams
+from cgcnn.data import GraphParams, atom_table_from_dict
 from cgcnn.outputs import missing_reason, save_atomic
 
 __all__ = [
@@ -154,13 +154,20 @@ class ModelInfo:
     target: dict = field(default_factory=dict)
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> ModelInfo:
+    def from_checkpoint(cls, ckpt: dict, source: str = "checkpoint") -> ModelInfo:
         """Read the project's keys of a loaded checkpoint; absent keys (upstream checkpoints)
-        give the defaults."""
+        give the defaults.
+
+        Raises
+        ------
+        InputError
+            A stored atom feature table that :func:`cgcnn.data.atom_table_from_dict` refuses
+            (naming ``source``, the checkpoint).
+        """
         params = GraphParams.from_checkpoint(ckpt)
         atom_init = ckpt.get("atom_init")
         if atom_init is not None:
-            atom_init = {int(k): np.asarray(v, dtype=np.float32) for k, v in atom_init.items()}
+            atom_init = atom_table_from_dict(atom_init, f"{source}: the stored atom feature table")
         return cls(atom_init=atom_init, graph=params, target=dict(ckpt.get("target") or {}))
 
     def as_dict(self) -> dict:

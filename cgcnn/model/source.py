@@ -181,12 +181,7 @@ class SourceModel:
         stats = [float(normalizer.mean), float(normalizer.std)]
         if not all(np.isfinite(stats)) or stats[1] <= 0:
             raise InputError(f"{path}: the checkpoint's normalizer is not usable (mean {stats[0]:g}, std {stats[1]:g})")
-        info = ModelInfo.from_checkpoint(ckpt)
-        if info.atom_init is not None:
-            bad = [z for z, vec in info.atom_init.items() if not np.isfinite(np.asarray(vec, dtype=float)).all()]
-            if bad:
-                raise InputError(f"{path}: the stored atom feature table holds NaN or infinite values "
-                                 f"(element {bad[0]})")
+        info = ModelInfo.from_checkpoint(ckpt, str(path))  # its atom table checked (keys, sizes, finite)
         if info.graph.nbr_fea_len != nbr_fea_len:
             raise InputError(
                 f"{path}: graph parameters {info.graph} give {info.graph.nbr_fea_len} edge features, "

@@ -25,11 +25,16 @@ __all__ = ["check_outputs", "OutputSet"]
 
 
 def _labelled(paths, default: str) -> list[tuple[str, Path]]:
-    """``(label, path)`` pairs of a mapping ``label -> path`` or an iterable of paths; None skipped."""
+    """``(label, path)`` pairs of a mapping ``label -> path`` (or ``label -> list of paths``: every
+    file of a data folder's CIFs, say) or an iterable of paths; None skipped."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     items = paths.items() if isinstance(paths, Mapping) else ((None, p) for p in paths)
-    return [(label or default, Path(p)) for label, p in items if p is not None]
+    out = []
+    for label, value in items:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        out.extend((label or default, Path(p)) for p in values if p is not None)
+    return out
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -43,21 +48,34 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path`` leads to (symbolic links followed), or None."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
 def check_outputs(outputs, inputs=()) -> list[tuple[str, Path]]:
     """Refuse, before any work, outputs that would destroy an input or each other.
 
-    Paths are compared once symbolic links are followed (a link to an input counts as the
-    input) and by inode (hard links).  Each output is also checked as :func:`check_output`.
+    An output is the same file as an input when it leads, symbolic links followed, to the same
+    device and inode (the same path, a symbolic link to it, or a hard link of it), or (an input
+    that is a broken symbolic link) to the same path.  Each output is also checked as
+    :func:`check_output`.  Inputs are indexed once, so that every CIF of a large data folder may
+    be given (one ``stat`` each).
 
     Parameters
     ----------
     outputs : mapping of str to path, or iterable of paths
         The run's output files; a mapping gives each a label for messages (e.g. the
         option, ``{"--results": path}``).  None values are skipped.
-    inputs : mapping of str to path, or iterable of paths
-        Files the run reads (model checkpoints, the data folder's ``id_prop.csv``, a
-        ``last_layer.sav`` that is read, ``atom_init.json``), labelled the same way.
-        None values and paths that do not exist are skipped.
+    inputs : mapping of str to path (or to a list of paths), or iterable of paths
+        Every file the run reads (model checkpoints, the data folder's ``id_prop.csv``,
+        ``atom_init.json`` and CIFs: :func:`cgcnn.crystals.data_folder_inputs`, an archive, a
+        ``last_layer.sav`` that is read, ``--atom-init``), labelled the same way.  None values
+        and paths that do not exist are skipped.
 
     Returns
     -------
@@ -71,13 +89,22 @@ def check_outputs(outputs, inputs=()) -> list[tuple[str, Path]]:
         or a case of :func:`check_output`.
     """
     outs = _labelled(outputs, "output")
-    ins = [(label, p) for label, p in _labelled(inputs, "input") if os.path.lexists(p)]
+    by_id: dict[tuple[int, int], tuple[str, Path]] = {}
+    by_path: dict[str, tuple[str, Path]] = {}
+    for label, path in _labelled(inputs, "input"):
+        file_id = _file_id(path)
+        if file_id is not None:
+            by_id.setdefault(file_id, (label, path))
+        elif os.path.lexists(path):  # a broken symbolic link: its target may be about to be written
+            by_path.setdefault(os.path.realpath(path), (label, path))
     for i, (label, path) in enumerate(outs):
-        for in_label, in_path in ins:
-            if _same_file(path, in_path):
-                what = f"{in_label} {in_path}" if str(in_path) != str(path) else in_label
-                raise InputError(f"{path}: output {label} is the same file as the input {what}; "
-                                 "give another output path")
+        file_id = _file_id(path)
+        hit = by_id.get(file_id) if file_id is not None else by_path.get(os.path.realpath(path))
+        if hit is not None:
+            in_label, in_path = hit
+            what = f"{in_label} {in_path}" if str(in_path) != str(path) else in_label
+            raise InputError(f"{path}: output {label} is the same file as the input {what}; "
+                             "give another output path")
         for other_label, other in outs[:i]:
             if _same_file(path, other):
                 raise InputError(f"{path}: outputs {other_label} ({other}) and {label} are the same file; "

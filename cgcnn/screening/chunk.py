@@ -22,6 +22,7 @@ from cgcnn import InputError
 from cgcnn.crystals import CrystalText, read_structure_text
 from cgcnn.data import (
     CACHE_SUFFIX,
+    CifNumbers,
     GaussianDistance,
     Graph,
     GraphParams,
@@ -30,8 +31,8 @@ from cgcnn.data import (
     build_graph,
     check_neighbour_count,
     graph_cache_key,
+    load_cached_graph,
     missing_elements,
-    read_cached_graph,
     write_cached_graph,
 )
 
@@ -80,12 +81,16 @@ def _prepare_quietly(spec: PrepSpec, crystal: CrystalText) -> Prepared:
         return Prepared(error=crystal.error)
     try:
         graphs, structure = [], crystal.structure
+        check = (None if crystal.data is None else
+                 CifNumbers(crystal.data, lambda: read_structure_text(crystal.data, crystal.source, spec.max_sites)))
         for params in spec.params:
             graph = disk = key = None
             if spec.cache_dir is not None and crystal.data is not None:
                 key = graph_cache_key(crystal.data, params)
                 disk = Path(spec.cache_dir) / f"{key}{CACHE_SUFFIX}"
-                graph = read_cached_graph(disk, key, params.max_num_nbr)
+                graph = load_cached_graph(disk, key, params, check, crystal.source)
+                if structure is None:
+                    structure = check.structure
             if graph is None:
                 if structure is None:
                     structure = read_structure_text(crystal.data, crystal.source, spec.max_sites)

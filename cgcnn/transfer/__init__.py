@@ -11,7 +11,9 @@ prediction intervals and applicability domain, and ``last_layer.sav`` read and w
   and its cross-validation;
 - :mod:`~cgcnn.transfer.intervals`: CV+ prediction intervals and the applicability domain;
 - :mod:`~cgcnn.transfer.lastlayer`: :class:`LastLayer`, the fitted regressor with its record;
-- :mod:`~cgcnn.transfer.layerfile`: ``last_layer.sav`` read without running code from it.
+- :mod:`~cgcnn.transfer.layerfile`: ``last_layer.sav`` read without running code from it;
+- :mod:`~cgcnn.transfer.layertypes`: the exact classes a ``last_layer.sav`` may hold, and the check of a
+  loaded one.
 
 Layer: above :mod:`cgcnn.model`.
 """
@@ -24,6 +26,7 @@ from cgcnn.transfer.descriptors import (
     slack_descriptors,
     slack_kappa,
     structure_descriptors,
+    structure_facts,
     structure_type,
 )
 from cgcnn.transfer.estimators import (
@@ -68,20 +71,27 @@ from cgcnn.transfer.lastlayer import (
     Prediction,
 )
 from cgcnn.transfer.layerfile import (
-    TRUSTED_MODULES,
+    MOVED_MODULES,
     check_fitted,
     load_pickle,
     load_skops,
     skops_io,
 )
+from cgcnn.transfer.layertypes import (
+    LAYER_CLASSES,
+    PICKLE_GLOBALS,
+    SKOPS_LOADERS,
+    check_loaded,
+)
 
 __all__ = [
-    "CANDIDATES", "ColumnKernel", "DESCRIPTOR_SETS", "Features", "LAST_LAYER_TYPES", "LastLayer",
-    "MemberAverage", "PROPERTY_MODEL_FILES", "PROPERTY_TARGETS", "Prediction", "SLACK_DESCRIPTORS",
-    "STRUCTURE_DESCRIPTORS", "TRUSTED_MODULES", "assemble_features", "check_fitted", "check_level", "conformal_folds",
-    "compute_features", "cv_mae", "debye_from_moduli", "default_property_models", "domain_distance",
-    "features_from_datasets", "fit_conformal", "fit_domain", "gruneisen_from_poisson", "inputs_record",
-    "interval_cv", "load_pickle", "load_property_models", "load_skops", "make_estimator", "member_folders",
-    "quiet_fit", "quiet_predict", "quietly", "repeated_folds", "skops_io", "slack_descriptors", "slack_kappa",
-    "source_order_problem", "source_record", "structure_descriptors", "structure_type", "with_level", "with_members",
+    "CANDIDATES", "ColumnKernel", "DESCRIPTOR_SETS", "Features", "LAST_LAYER_TYPES", "LAYER_CLASSES",
+    "LastLayer", "MOVED_MODULES", "MemberAverage", "PICKLE_GLOBALS", "PROPERTY_MODEL_FILES", "PROPERTY_TARGETS",
+    "Prediction", "SKOPS_LOADERS", "SLACK_DESCRIPTORS", "STRUCTURE_DESCRIPTORS", "assemble_features",
+    "check_fitted", "check_level", "check_loaded", "compute_features", "conformal_folds", "cv_mae",
+    "debye_from_moduli", "default_property_models", "domain_distance", "features_from_datasets",
+    "fit_conformal", "fit_domain", "gruneisen_from_poisson", "inputs_record", "interval_cv", "load_pickle",
+    "load_property_models", "load_skops", "make_estimator", "member_folders", "quiet_fit", "quiet_predict",
+    "quietly", "repeated_folds", "skops_io", "slack_descriptors", "slack_kappa", "source_order_problem",
+    "source_record", "structure_descriptors", "structure_facts", "structure_type", "with_level", "with_members",
 ]

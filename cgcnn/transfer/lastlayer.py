@@ -20,10 +20,11 @@ fit on a frozen source model's crystal features (``crys_fea``) with measured log
   ``in_domain = False`` (:func:`cgcnn.transfer.intervals.fit_domain`).
 
 It is saved with skops (``skops.io``), whose loader builds scikit-learn objects
-without running code from the file; only types of scikit-learn, MAPIE and NumPy are
-admitted.  Files written by version 1 of this tool (joblib pickles) load through a
-restricted unpickler that admits the same types only; a bare pickled estimator (the
-original tool's ``last_layer.sav``) loads only with ``trust_pickle=True``.
+without running code from the file; only the exact classes this tool writes are
+admitted, and no stored function (:mod:`cgcnn.transfer.layertypes`).  Files written by
+version 1 of this tool (joblib pickles) load through a restricted unpickler that admits
+the same classes only; a bare pickled estimator (the original tool's
+``last_layer.sav``) loads only with ``trust_pickle=True``.
 """
 
 from __future__ import annotations
@@ -285,16 +286,17 @@ class LastLayer:
     def load(cls, path, trust_pickle: bool = False) -> LastLayer:
         """Read a last layer without running code from the file.
 
-        skops files (this version) load with only scikit-learn, MAPIE, NumPy and SciPy
-        types admitted; joblib files of version 1 through a restricted unpickler
-        admitting the same; a bare pickled estimator (the original tool's) only with
-        ``trust_pickle`` (then with a warning, since a pickle can run any code).
+        skops files (this version) load with only the exact classes of
+        :data:`cgcnn.transfer.layertypes.LAYER_CLASSES` and no stored function admitted;
+        joblib files of version 1 through a restricted unpickler admitting the same; a
+        bare pickled estimator (the original tool's) only with ``trust_pickle`` (then
+        with a warning, since a pickle can run any code).
 
         Raises
         ------
         InputError
-            Missing, unreadable or foreign file; a type outside the admitted ones; an
-            estimator that is not fitted.
+            Missing, unreadable or foreign file; a class, loader or stored function
+            outside the admitted ones; an estimator that is not fitted.
         """
         path = Path(path)
         if not path.is_file():

@@ -1,27 +1,30 @@
 """Reading a ``last_layer.sav`` without running code from it.
 
-- skops files (this version's format): only types of :data:`TRUSTED_MODULES` are
-  admitted (:func:`load_skops`), and skops is imported without its costly start-up
-  scan (:func:`skops_io`);
-- joblib pickles of version 1: a restricted unpickler admitting the same types;
-  a bare pickled estimator (the original tool's file) only when trusted
-  (:func:`load_pickle`).
+- skops files (this version's format): the schema is checked before anything is built:
+  only the skops loaders of plain data and objects, and only the exact classes of
+  :data:`cgcnn.transfer.layertypes.LAYER_CLASSES` (:func:`load_skops`); skops is imported
+  without its costly start-up scan (:func:`skops_io`);
+- joblib pickles of version 1: a restricted unpickler admitting exactly the classes and
+  NumPy/joblib rebuilding functions of :data:`~cgcnn.transfer.layertypes.PICKLE_GLOBALS`;
+  a bare pickled estimator (the original tool's file) only when trusted (:func:`load_pickle`).
+
+Either way the loaded object is then walked (:func:`cgcnn.transfer.layertypes.check_loaded`):
+a function, method, class or object of another type stored as a value is refused.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from cgcnn import InputError
+from cgcnn.transfer.layertypes import LAYER_CLASSES, PICKLE_GLOBALS, SKOPS_LOADERS, check_loaded
 
-__all__ = ["TRUSTED_MODULES", "MOVED_MODULES", "check_fitted", "skops_io", "load_skops", "load_pickle"]
-
-#: Modules (and classes) whose types a last-layer file may hold.
-TRUSTED_MODULES = ("sklearn.", "mapie.", "numpy.", "scipy.", "cgcnn.transfer.estimators.ColumnKernel",
-                   "cgcnn.transfer.estimators.MemberAverage")
+__all__ = ["MOVED_MODULES", "check_fitted", "skops_io", "load_skops", "load_pickle"]
 
 #: Where the project's own classes were recorded by earlier versions (skops stores each object's module):
 #: read as the module that holds them now.
@@ -58,11 +61,11 @@ def skops_io():
     On import, skops lists the types it trusts by default; for scikit-learn's estimators it
     calls ``sklearn.utils.all_estimators()``, which imports every module of scikit-learn (and
     with them pytest and dask): most of a second, longer than the rest of a ``--train 0``
-    start-up after torch.  :func:`load_skops` does not need that list: it admits every type
-    of :data:`TRUSTED_MODULES` (all of ``sklearn.*`` among them) whether skops trusts it by
-    default or lists it as untrusted, so the same files load, with the same types, either
-    way.  skops is therefore imported with ``all_estimators`` answering an empty list; its
-    default trust in this process is then narrower (scikit-learn estimators need an explicit
+    start-up after torch.  :func:`load_skops` does not need that list: it checks every
+    loader and class of a file against its own exact lists and passes skops the file's
+    types explicitly, so the same files load, with the same types, either way.  skops is
+    therefore imported with ``all_estimators`` answering an empty list; its default trust
+    in this process is then narrower (scikit-learn estimators need an explicit
     ``trusted=``), never wider.  Nothing is changed when skops is already imported.
     """
     import sys
@@ -85,39 +88,76 @@ def skops_io():
 
 
 def load_skops(path: Path, raw: bytes) -> Any:
-    """The object of skops bytes ``raw`` (read from ``path``), admitting only :data:`TRUSTED_MODULES` types.
+    """The object of skops bytes ``raw`` (read from ``path``), built only when its schema holds
+    nothing but admitted loaders and classes (:data:`cgcnn.transfer.layertypes.SKOPS_LOADERS`).
 
     Raises
     ------
     InputError
-        An unreadable file, or one holding another type (refused before anything is built).
+        An unreadable file, or one holding another loader (a stored function, method,
+        ``partial`` or constructor call) or class (refused before anything is imported or
+        built), or a function, class or foreign object among the loaded values.
     """
-    sio = skops_io()
-
     try:
-        raw = _with_moved_modules(raw)
+        raw, schema = _with_moved_modules(raw)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
+    _check_schema(schema, path)
+    sio = skops_io()
+    try:
         untrusted = sio.get_untrusted_types(data=raw)
     except Exception as exc:
         raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
-    foreign = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
-    if foreign:
+    foreign = [t for t in untrusted if tuple(t.rsplit(".", 1)) not in LAYER_CLASSES]
+    if foreign:  # not reached after _check_schema; kept as a second look at what skops would build
         raise InputError(f"{path}: holds types this tool does not write ({', '.join(foreign[:3])}); refused")
     try:
-        return sio.loads(raw, trusted=untrusted)
+        obj = sio.loads(raw, trusted=untrusted)
     except Exception as exc:
         raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
+    _refuse_callables(obj, path)
+    return obj
 
 
-def _with_moved_modules(raw: bytes) -> bytes:
+def _check_schema(schema, path) -> None:
+    """Refuse a skops schema with a loader outside :data:`SKOPS_LOADERS` or a class its loader
+    may not build; every dict with a ``__loader__`` (anywhere in the schema) is a node."""
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        todo.extend(node.values())
+        if "__loader__" not in node and "__class__" not in node:
+            continue
+        loader, name = node.get("__loader__"), (node.get("__module__"), node.get("__class__"))
+        if loader not in SKOPS_LOADERS:
+            raise InputError(f"{path}: holds a {loader} ({name[0]}.{name[1]}), which this tool does not write "
+                             "(it would call a stored function or constructor); refused")
+        if name not in SKOPS_LOADERS[loader]:
+            raise InputError(f"{path}: holds types this tool does not write ({name[0]}.{name[1]} by {loader}); "
+                             "refused")
+
+
+def _refuse_callables(obj, path, extra: frozenset = frozenset()) -> None:
+    found = check_loaded(obj, extra)
+    if found is not None:
+        what = found if found.startswith("a decision tree") else f"{found} as a value"
+        raise InputError(f"{path}: holds {what}, which this tool does not write; refused")
+
+
+def _with_moved_modules(raw: bytes) -> tuple[bytes, Any]:
     """skops bytes whose schema names the project's classes by the modules that hold them now
-    (:data:`MOVED_MODULES`: a ``last_layer.sav`` of an earlier version); ``raw`` itself when nothing moved."""
-    import json
-    import zipfile
-
+    (:data:`MOVED_MODULES`: a ``last_layer.sav`` of an earlier version; ``raw`` itself when nothing
+    moved), and that schema (parsed JSON)."""
     with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-        schema = archive.read("schema.json")
-        if not any(f'"{old}"'.encode() in schema for old in MOVED_MODULES):
-            return raw
+        text = archive.read("schema.json")
+        schema = json.loads(text)
+        if not any(f'"{old}"'.encode() in text for old in MOVED_MODULES):
+            return raw, schema
 
         def renamed(node):
             if isinstance(node, dict):
@@ -129,49 +169,65 @@ def _with_moved_modules(raw: bytes) -> bytes:
                 return [renamed(v) for v in node]
             return node
 
+        schema = renamed(schema)
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w") as moved:
             for info in archive.infolist():
                 data = archive.read(info.filename)
                 if info.filename == "schema.json":
-                    data = json.dumps(renamed(json.loads(data))).encode()
+                    data = json.dumps(schema).encode()
                 moved.writestr(info, data)
-    return out.getvalue()
+    return out.getvalue(), schema
 
 
-_SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "slice", "complex", "float", "int", "bool",
-                  "str", "bytes", "bytearray", "getattr"}
+def _safe_array_wrapper():
+    """joblib's array record, refusing an object array: older joblib reads one with plain
+    ``pickle.load``, outside the restricted unpickler (this tool never wrote one)."""
+    import numpy as np
+    from joblib.numpy_pickle import NumpyArrayWrapper
+
+    class SafeArrayWrapper(NumpyArrayWrapper):
+        def read_array(self, *args, **kwargs):
+            if not isinstance(self.dtype, np.dtype) or self.dtype.hasobject:
+                raise pickle.UnpicklingError("refused type joblib array of Python objects (a nested pickle)")
+            return super().read_array(*args, **kwargs)
+
+    return SafeArrayWrapper
 
 
 def _restricted_unpickler(trust: bool):
     from joblib.numpy_pickle import NumpyUnpickler
 
+    wrapper = None if trust else _safe_array_wrapper()
+
     class Restricted(NumpyUnpickler):
-        """joblib's unpickler admitting only scikit-learn, NumPy and SciPy classes (and plain builtins)."""
+        """joblib's unpickler admitting only the exact globals of :data:`PICKLE_GLOBALS`."""
 
         def find_class(self, module, name):
             if trust:
                 return super().find_class(module, name)
-            ok = (module.startswith(("sklearn.", "numpy", "scipy.", "joblib.numpy_pickle"))
-                  or (module == "builtins" and name in _SAFE_BUILTINS and name != "getattr")
-                  or (module == "copyreg" and name == "_reconstructor")
-                  or (module == "collections" and name == "OrderedDict")
-                  or (module == "torch.torch_version" and name == "TorchVersion"))  # a str: version 1's record
-            if not ok:
+            if (module, name) not in PICKLE_GLOBALS:
                 raise pickle.UnpicklingError(f"refused type {module}.{name}")
+            if (module, name) == ("joblib.numpy_pickle", "NumpyArrayWrapper"):
+                return wrapper
             return super().find_class(module, name)
 
     return Restricted
 
 
+_PICKLE_EXTRA = frozenset({("torch.torch_version", "TorchVersion")})
+
+
 def load_pickle(path: Path, raw: bytes, trust: bool) -> Any:
-    """The object of joblib/pickle bytes ``raw``: scikit-learn, NumPy, SciPy and plain builtin types only,
-    unless ``trust`` (then anything: a pickle can run code).
+    """The object of joblib/pickle bytes ``raw``: the classes a version-1 last layer holds and plain
+    data only (:data:`cgcnn.transfer.layertypes.PICKLE_GLOBALS`), unless ``trust`` (then anything:
+    a pickle can run code).
 
     Raises
     ------
     InputError
-        An unreadable file, a refused type, or (untrusted) a bare estimator instead of a record.
+        An unreadable file, a refused type or function, a function or foreign object among the
+        loaded values, or (untrusted) a bare estimator instead of a record.
     """
     unpickler = _restricted_unpickler(trust)
     try:
@@ -180,12 +236,15 @@ def load_pickle(path: Path, raw: bytes, trust: bool) -> Any:
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         if msg.startswith("refused type"):
-            raise InputError(f"{path}: a pickle holding a type this tool does not write ({msg[13:]}); "
+            raise InputError(f"{path}: a pickle naming a type or function this tool does not write ({msg[13:]}); "
                              "refused (pass --trust-pickle only for a file you trust)") from None
         raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
     except Exception as exc:  # pickle raises many types on bad files
         raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
-    if not isinstance(record, dict) and not trust:
+    if trust:
+        return record
+    if not isinstance(record, dict):
         raise InputError(f"{path}: a bare pickled estimator (the original tool's format); it cannot be checked "
                          "and a pickle can run code: pass --trust-pickle to use it anyway")
+    _refuse_callables(record, path, _PICKLE_EXTRA)
     return record
