@@ -155,7 +155,7 @@ def _dask_output_to(path: Path, address: str):
     - Warnings raised by Dask's threads or in its packages are written to ``path``; the tool's own,
       raised in the main thread, are left as they are.
 
-    Everything is restored after the block, whatever ends it.  The file gets a first line naming the
+    Everything is restored after the block, whatever ends it.  Each run first writes a line naming the
     time, the process and ``--dask ADDRESS``, so that the runs of a resumed screening are told apart.
 
     Raises
