@@ -184,11 +184,22 @@ class CifNumbers:
         """Atomic numbers, int64 of shape (N,)."""
         if self._numbers is None:
             numbers = site_numbers(self.cif.decode("utf-8", errors="replace"))
-            if numbers is None:
-                self.structure = self.read()
-                numbers = np.array([site.specie.Z for site in self.structure], dtype=np.int64)
-            self._numbers = numbers
+            self._numbers = numbers if numbers is not None else self.exact()
         return self._numbers
+
+    def exact(self) -> np.ndarray:
+        """Atomic numbers of the structure itself (read now if not yet), int64 of shape (N,)."""
+        if self.structure is None:
+            self.structure = self.read()
+        self._numbers = np.array([site.specie.Z for site in self.structure], dtype=np.int64)
+        return self._numbers
+
+    def matches(self, numbers: np.ndarray) -> bool:
+        """Whether ``numbers`` are the crystal's; a disagreement of the cheap reading is confirmed on
+        the structure, so that a sound entry is never taken for an altered one."""
+        if np.array_equal(self.numbers(), numbers):
+            return True
+        return self.structure is None and np.array_equal(self.exact(), numbers)
 
 
 def load_cached_graph(file: Path, key: str, params: GraphParams, cif: CifNumbers, source: str) -> Graph | None:
@@ -202,7 +213,7 @@ def load_cached_graph(file: Path, key: str, params: GraphParams, cif: CifNumbers
         From ``cif.read`` (a CIF that does not parse), when the CIF's expansion cannot tell.
     """
     graph, why = read_cached_graph(file, key, params)
-    if graph is not None and not np.array_equal(cif.numbers(), graph.numbers):
+    if graph is not None and not cif.matches(graph.numbers):
         graph, why = None, "its atomic numbers are not those of the CIF"
     if why is not None:
         warnings.warn(f"{source}: cached graph {file.name} is damaged or altered ({why}); rebuilt from the CIF",
