@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
+import cgcnn.data.dataset
 import cgcnn.data.graphcache
 from cgcnn import predict
 from cgcnn.cli import run_main
@@ -168,3 +169,18 @@ def test_predict_with_a_forged_cache_gives_the_same_predictions(capsys, tmp_path
     altered = [str(w.message) for w in caught if "damaged or altered" in str(w.message)]
     assert len(altered) == 4, altered
     pd.testing.assert_frame_equal(pd.read_csv(clean), pd.read_csv(cached))
+
+
+def test_a_wrong_cheap_reading_does_not_condemn_a_sound_entry(cif_folder, tmp_path, monkeypatch):
+    """Where gemmi's expansion disagrees with the structure, the structure decides: no warning, entry used."""
+    import warnings
+
+    cache = tmp_path / "cache"
+    first = CIFData(cif_folder, cache_dir=cache)
+    want = [first[i] for i in range(len(first))]
+    monkeypatch.setattr(cgcnn.data.graphcache, "site_numbers", lambda text: np.array([1], dtype=np.int64))
+    monkeypatch.setattr(cgcnn.data.dataset, "build_graph", lambda *a, **k: pytest.fail("rebuilt a sound entry"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = CIFData(cif_folder, cache_dir=cache)
+        assert all(items_equal(again[i], want[i]) for i in range(len(again)))

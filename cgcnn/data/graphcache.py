@@ -101,6 +101,27 @@ def check_graph_array(arr: np.ndarray, params: GraphParams) -> str | None:
     return None
 
 
+def _npy_array(payload: bytes) -> np.ndarray | None:
+    """The array of ``.npy`` bytes, or None: read by numpy's own header reader, and only when the
+    header's shape and dtype account for exactly the bytes that follow it (so that a forged header
+    cannot make numpy allocate more than the file holds)."""
+    from numpy.lib import format as npy
+
+    f = io.BytesIO(payload)
+    try:
+        version = npy.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            return None
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject or len(payload) - f.tell() != dtype.itemsize * int(np.prod(shape, dtype=object)):
+            return None
+        arr = np.frombuffer(payload, dtype=dtype, offset=f.tell()).reshape(shape, order="F" if fortran else "C")
+    except Exception:  # numpy raises many types on a bad header
+        return None
+    return arr
+
+
 def read_cached_graph(file: Path, key: str, params: GraphParams) -> tuple[Graph | None, str | None]:
     """A graph from the on-disk cache, checked as a file (no CIF needed).
 
@@ -128,9 +149,8 @@ def read_cached_graph(file: Path, key: str, params: GraphParams) -> tuple[Graph 
         return None, "written for another crystal or other graph parameters"
     if lines[1] != hashlib.sha256(lines[2]).hexdigest().encode():
         return None, "damaged (checksum)"
-    try:
-        arr = np.load(io.BytesIO(lines[2]), allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+    arr = _npy_array(lines[2])
+    if arr is None:
         return None, "damaged (unreadable array)"
     why = check_graph_array(arr, params)
     if why is not None:
@@ -164,11 +184,22 @@ class CifNumbers:
         """Atomic numbers, int64 of shape (N,)."""
         if self._numbers is None:
             numbers = site_numbers(self.cif.decode("utf-8", errors="replace"))
-            if numbers is None:
-                self.structure = self.read()
-                numbers = np.array([site.specie.Z for site in self.structure], dtype=np.int64)
-            self._numbers = numbers
+            self._numbers = numbers if numbers is not None else self.exact()
         return self._numbers
+
+    def exact(self) -> np.ndarray:
+        """Atomic numbers of the structure itself (read now if not yet), int64 of shape (N,)."""
+        if self.structure is None:
+            self.structure = self.read()
+        self._numbers = np.array([site.specie.Z for site in self.structure], dtype=np.int64)
+        return self._numbers
+
+    def matches(self, numbers: np.ndarray) -> bool:
+        """Whether ``numbers`` are the crystal's; a disagreement of the cheap reading is confirmed on
+        the structure, so that a sound entry is never taken for an altered one."""
+        if np.array_equal(self.numbers(), numbers):
+            return True
+        return self.structure is None and np.array_equal(self.exact(), numbers)
 
 
 def load_cached_graph(file: Path, key: str, params: GraphParams, cif: CifNumbers, source: str) -> Graph | None:
@@ -182,7 +213,7 @@ def load_cached_graph(file: Path, key: str, params: GraphParams, cif: CifNumbers
         From ``cif.read`` (a CIF that does not parse), when the CIF's expansion cannot tell.
     """
     graph, why = read_cached_graph(file, key, params)
-    if graph is not None and not np.array_equal(cif.numbers(), graph.numbers):
+    if graph is not None and not cif.matches(graph.numbers):
         graph, why = None, "its atomic numbers are not those of the CIF"
     if why is not None:
         warnings.warn(f"{source}: cached graph {file.name} is damaged or altered ({why}); rebuilt from the CIF",
