@@ -48,7 +48,7 @@ def tool_args(tool: str, model, folder, work: Path) -> list:
     if tool == "predict":
         return [model, folder, "-q", "--out", work / "predictions.csv"]
     if tool == "evaluate":
-        return [model, folder, "-q", "--out-dir", work / "evaluation", "--last-layers", "ridge"]
+        return [model, folder, "-q", "--out-dir", work / "evaluation", "--last-layers", "ridge", "--kfold", 2]
     return [folder, "--epochs", 1, "--out-dir", work, "-b", 2]  # train: no model
 
 
@@ -179,10 +179,18 @@ def test_id_prop_fault_in_train(capsys, work, cif_folder):
 ID_PROP_ACCEPTED = {
     "blank lines": "\nSi,2.17\n\n  \nNaCl,0.85\nGaAs,1.65\n\nMgO,1.78\n\n",
     "header row": "cif_id,log10_kappa\nSi,2.17\nNaCl,0.85\nGaAs,1.65\nMgO,1.78\n",
-    "extra columns (ignored, as upstream)": "Si,2.17,diamond\nNaCl,0.85,rocksalt\nGaAs,1.65,zincblende\nMgO,1.78,x\n",
     "Windows line endings": "Si,2.17\r\nNaCl,0.85\r\nGaAs,1.65\r\nMgO,1.78\r\n",
     "spaces and a byte-order mark": "\ufeffSi , 2.17\n NaCl,0.85 \nGaAs,1.65\nMgO,1.78\n",
 }
+
+
+def test_id_prop_extra_columns_refused(capsys, work, cif_folder):
+    """A row with more than cif_id,target (an extra column, or a decimal comma) is refused, not truncated
+    (upstream ignored extra columns; a decimal comma then silently read 0,85 as 0)."""
+    for text in ("Si,2.17,diamond\nNaCl,0.85\n", "Si,2,17\nNaCl,0.85\n"):
+        (cif_folder / "id_prop.csv").write_text(text)
+        code, _, err = call(capsys, "train", *tool_args("train", None, cif_folder, work))
+        assert_error(code, err, "id_prop.csv", "line 1", "3 fields")
 
 
 @pytest.mark.parametrize("case", list(ID_PROP_ACCEPTED))
