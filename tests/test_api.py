@@ -123,7 +123,7 @@ def test_fit_writes_the_last_layer_of_train_1(tmp_path):
     (folder / "id_prop.csv").write_text("".join(f"{i},{rows[i]}\n" for i in ids))
     options = dict(last_layer_type="ridge", members="none", cv_folds=2)
     fitted = KappaModel.fit(folder, source=SOURCE, **options)
-    assert fitted.chosen == "ridge" and fitted.cv_mae is not None and fitted.coverage is not None
+    assert fitted.chosen == "ridge" and fitted.cv_mae is not None and fitted.layer.conformal is not None
     fitted.save(tmp_path / "api.sav")
     proc = _cli("--train", 1, SOURCE, folder, "--last-layer-type", "ridge", "--members", "none", "--cv-folds", 2,
                 "--last-layer", tmp_path / "cli.sav", "--test-results", tmp_path / "t1.csv", cwd=tmp_path)
