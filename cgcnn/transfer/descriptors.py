@@ -44,6 +44,7 @@ __all__ = [
     "slack_descriptors",
     "structure_type",
     "structure_facts",
+    "symmetry_dataset",
 ]
 
 #: Names and units of the columns of :func:`structure_descriptors`.
@@ -71,17 +72,52 @@ _AMU = 1.66053906660e-27  # kg
 _T = 300.0  # K
 
 
-def _primitive_sites(structure, symprec: float = 0.01) -> int:
-    """Atoms in the primitive cell (spglib through pymatgen; the cell itself if that fails)."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+def symmetry_dataset(structure, symprec: float = 0.01, angle_tolerance: float = 5.0):
+    """spglib's symmetry dataset of an ordered structure's cell, or None when spglib gives up.
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # spglib's notes on its own error handling
-            primitive = SpacegroupAnalyzer(structure, symprec=symprec).find_primitive()
-    except Exception:  # spglib gives up on some cells: keep the given one
-        primitive = None
-    return len(primitive) if primitive is not None and len(primitive) > 0 else len(structure)
+    The cell as pymatgen's ``SpacegroupAnalyzer`` gives it to spglib (lattice, fractional
+    coordinates, one type per distinct species in order of appearance; spglib's symmetry
+    search ignores magnetic moments), with the same tolerances (symprec in Å, angle
+    tolerance in degrees); one spglib call (A. Togo, K. Shinohara, I. Tanaka, Sci. Technol.
+    Adv. Mater. Meth. 4, 2384822 (2024)).
+
+    Parameters
+    ----------
+    structure : pymatgen ``Structure``
+        Ordered.
+    symprec, angle_tolerance : float
+
+    Returns
+    -------
+    spglib ``SpglibDataset`` or None
+    """
+    import spglib
+
+    types: dict = {}
+    numbers = [types.setdefault(species, len(types) + 1) for species in structure.species]
+    cell = (structure.lattice.matrix, structure.frac_coords, numbers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # spglib's notes on its own error handling
+        try:
+            return spglib.get_symmetry_dataset(cell, symprec=symprec, angle_tolerance=angle_tolerance)
+        except Exception:  # spglib >= 2.8 raises where earlier versions returned None
+            return None
+
+
+def _primitive_sites(dataset, n_sites: int) -> int:
+    """Atoms in the primitive cell: the cell's atoms over its pure translations (the operations of
+    ``dataset`` with the identity rotation); the cell itself without a dataset."""
+    if dataset is None:
+        return n_sites
+    pure = int(np.all(np.asarray(dataset.rotations) == np.eye(3, dtype=int), axis=(1, 2)).sum())
+    return n_sites // max(pure, 1)
+
+
+def _type_label(dataset, n_sites: int) -> str:
+    if dataset is None:
+        return f"P1-{n_sites}"
+    letters = "".join(sorted(set(dataset.wyckoffs)))
+    return f"{dataset.number}-{_primitive_sites(dataset, n_sites)}-{letters}"
 
 
 def structure_type(structure, symprec: float = 0.01) -> str:
@@ -91,8 +127,8 @@ def structure_type(structure, symprec: float = 0.01) -> str:
 
     Crystals of one structure prototype share the label (it is the space-group and Wyckoff
     part of an AFLOW prototype label: D. Hicks et al., Comput. Mater. Sci. 161, S1 (2019)),
-    so grouping by it keeps a prototype on one side of a split.  spglib through pymatgen;
-    ``P1-<sites>`` when spglib fails.
+    so grouping by it keeps a prototype on one side of a split.  All three parts come from
+    one spglib symmetry dataset (:func:`symmetry_dataset`); ``P1-<sites>`` when spglib fails.
 
     Parameters
     ----------
@@ -100,23 +136,13 @@ def structure_type(structure, symprec: float = 0.01) -> str:
     symprec : float
         spglib's distance tolerance, Å.
     """
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analyzer = SpacegroupAnalyzer(structure, symprec=symprec)
-            data = analyzer.get_symmetry_dataset()
-            primitive = analyzer.find_primitive()
-        letters = "".join(sorted(set(data.wyckoffs)))
-        return f"{data.number}-{len(primitive)}-{letters}"
-    except Exception:  # spglib gives up on some cells
-        return f"P1-{len(structure)}"
+    return _type_label(symmetry_dataset(structure, symprec), len(structure))
 
 
 def structure_facts(structure, with_type: bool = False) -> tuple[np.ndarray, str | None]:
     """What the last layer and the evaluation take from one crystal's structure, computed together
-    (a :class:`cgcnn.data.CIFData` ``structure_info``, so that each CIF is parsed once per run).
+    (a :class:`cgcnn.data.CIFData` ``structure_info``, so that each CIF is parsed once per run),
+    from one spglib symmetry dataset.
 
     Returns
     -------
@@ -125,7 +151,9 @@ def structure_facts(structure, with_type: bool = False) -> tuple[np.ndarray, str
     structure_type : str or None
         :func:`structure_type` when ``with_type``, else None.
     """
-    return structure_descriptors([structure])[0], (structure_type(structure) if with_type else None)
+    dataset = symmetry_dataset(structure)
+    row = _descriptor_row(structure, _primitive_sites(dataset, len(structure)))
+    return row, (_type_label(dataset, len(structure)) if with_type else None)
 
 
 def structure_descriptors(structures: Sequence) -> np.ndarray:
@@ -141,22 +169,47 @@ def structure_descriptors(structures: Sequence) -> np.ndarray:
     ndarray of shape (n, 5), float64
         Columns :data:`STRUCTURE_DESCRIPTORS`: log10 of the mean atomic mass M̄
         (amu), of the volume per atom δ³ (Å³), of the density (g cm⁻³), of the number
-        of atoms n in the primitive cell (spglib, symprec 0.01 Å), and the number of
-        elements.  Slack 1973; Morelli & Slack 2006.
+        of atoms n in the primitive cell (spglib, symprec 0.01 Å: :func:`symmetry_dataset`),
+        and the number of elements.  Slack 1973; Morelli & Slack 2006.
     """
-    rows = []
-    for s in structures:
-        n_sites = len(s)
-        mass = float(sum(site.specie.atomic_mass for site in s)) / n_sites
-        volume = s.volume / n_sites
-        rows.append([
-            math.log10(mass),
-            math.log10(volume),
-            math.log10(float(s.density)),
-            math.log10(_primitive_sites(s)),
-            float(len(s.composition.elements)),
-        ])
+    rows = [_descriptor_row(s, _primitive_sites(symmetry_dataset(s), len(s))) for s in structures]
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(STRUCTURE_DESCRIPTORS))
+
+
+_UNITS: list = []
+
+
+def _unit_factors() -> tuple[float, float]:
+    """pymatgen's amu → g factor and (Å → cm)³, as ``Structure.density`` uses them."""
+    if not _UNITS:
+        from pymatgen.core.units import Length, Mass
+
+        _UNITS.extend([float(Mass(1.0, "amu").to("g")), float(Length(1, "ang").to("cm")) ** 3])
+    return _UNITS[0], _UNITS[1]
+
+
+def _descriptor_row(structure, n_primitive: int) -> list[float]:
+    """One row of :func:`structure_descriptors`, with pymatgen's arithmetic (the same sums in the same
+    order: ``Structure.density``, ``Composition.weight``) without its unit objects."""
+    species = structure.species
+    n_sites = len(species)
+    masses: dict = {}
+    counts: dict = {}
+    total = 0.0
+    for sp in species:
+        mass = masses.get(sp)
+        if mass is None:
+            mass = masses[sp] = float(sp.atomic_mass)
+        total += mass
+        counts[sp] = counts.get(sp, 0.0) + 1.0
+    weight = 0.0
+    for sp, amount in counts.items():  # Composition.weight: species in order of appearance
+        weight += amount * masses[sp]
+    amu_g, cm3 = _unit_factors()
+    volume = structure.volume
+    density = (weight * amu_g) / (volume * cm3)
+    return [math.log10(total / n_sites), math.log10(volume / n_sites), math.log10(density),
+            math.log10(n_primitive), float(len(counts))]
 
 
 def debye_from_moduli(bulk_gpa, shear_gpa, density_g_cm3, volume_per_atom_a3):
