@@ -141,8 +141,8 @@ def structure_type(structure, symprec: float = 0.01) -> str:
 
 def structure_facts(structure, with_type: bool = False) -> tuple[np.ndarray, str | None]:
     """What the last layer and the evaluation take from one crystal's structure, computed together
-    (a :class:`cgcnn.data.CIFData` ``structure_info``, so that each CIF is parsed once per run),
-    from one spglib symmetry dataset.
+    (a :class:`cgcnn.data.CIFData` ``structure_info``, so that each CIF is parsed once per run), from at most
+    one spglib symmetry dataset.
 
     Returns
     -------
@@ -151,9 +151,8 @@ def structure_facts(structure, with_type: bool = False) -> tuple[np.ndarray, str
     structure_type : str or None
         :func:`structure_type` when ``with_type``, else None.
     """
-    dataset = symmetry_dataset(structure)
-    row = _descriptor_row(structure, _primitive_sites(dataset, len(structure)))
-    return row, (_type_label(dataset, len(structure)) if with_type else None)
+    dataset = symmetry_dataset(structure) if with_type else None
+    return _descriptor_row(structure, dataset), (_type_label(dataset, len(structure)) if with_type else None)
 
 
 def structure_descriptors(structures: Sequence) -> np.ndarray:
@@ -169,10 +168,12 @@ def structure_descriptors(structures: Sequence) -> np.ndarray:
     ndarray of shape (n, 5), float64
         Columns :data:`STRUCTURE_DESCRIPTORS`: log10 of the mean atomic mass M̄
         (amu), of the volume per atom δ³ (Å³), of the density (g cm⁻³), of the number
-        of atoms n in the primitive cell (spglib, symprec 0.01 Å: :func:`symmetry_dataset`),
+        of atoms n in the primitive cell (spglib, symprec 0.01 Å: :func:`symmetry_dataset`; the cell
+        itself without asking spglib where the counts of the species have no common divisor: a pure
+        translation maps each species onto itself in orbits of one size, which divides every count),
         and the number of elements.  Slack 1973; Morelli & Slack 2006.
     """
-    rows = [_descriptor_row(s, _primitive_sites(symmetry_dataset(s), len(s))) for s in structures]
+    rows = [_descriptor_row(s) for s in structures]
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(STRUCTURE_DESCRIPTORS))
 
 
@@ -188,9 +189,10 @@ def _unit_factors() -> tuple[float, float]:
     return _UNITS[0], _UNITS[1]
 
 
-def _descriptor_row(structure, n_primitive: int) -> list[float]:
+def _descriptor_row(structure, dataset=None) -> list[float]:
     """One row of :func:`structure_descriptors`, with pymatgen's arithmetic (the same sums in the same
-    order: ``Structure.density``, ``Composition.weight``) without its unit objects."""
+    order: ``Structure.density``, ``Composition.weight``) without its unit objects; ``dataset``: the
+    structure's :func:`symmetry_dataset` where already computed."""
     species = structure.species
     n_sites = len(species)
     masses: dict = {}
@@ -201,13 +203,16 @@ def _descriptor_row(structure, n_primitive: int) -> list[float]:
         if mass is None:
             mass = masses[sp] = float(sp.atomic_mass)
         total += mass
-        counts[sp] = counts.get(sp, 0.0) + 1.0
+        counts[sp] = counts.get(sp, 0) + 1
     weight = 0.0
-    for sp, amount in counts.items():  # Composition.weight: species in order of appearance
-        weight += amount * masses[sp]
+    for sp, amount in counts.items():  # Composition.weight: species in order of appearance, float amounts
+        weight += float(amount) * masses[sp]
     amu_g, cm3 = _unit_factors()
     volume = structure.volume
     density = (weight * amu_g) / (volume * cm3)
+    n_primitive = n_sites
+    if math.gcd(*counts.values()) > 1:  # else no pure translation but the lattice's (docstring above)
+        n_primitive = _primitive_sites(symmetry_dataset(structure) if dataset is None else dataset, n_sites)
     return [math.log10(total / n_sites), math.log10(volume / n_sites), math.log10(density),
             math.log10(n_primitive), float(len(counts))]
 
