@@ -28,6 +28,7 @@ from cgcnn.transfer.descriptors import (
     structure_descriptors,
     structure_facts,
     structure_type,
+    symmetry_dataset,
 )
 from cgcnn.transfer.estimators import (
     CANDIDATES,
@@ -64,6 +65,8 @@ from cgcnn.transfer.intervals import (
     fit_conformal,
     fit_domain,
     interval_cv,
+    interval_fold,
+    interval_folds,
     with_level,
 )
 from cgcnn.transfer.lastlayer import (
@@ -90,8 +93,9 @@ __all__ = [
     "Prediction", "SKOPS_LOADERS", "SLACK_DESCRIPTORS", "STRUCTURE_DESCRIPTORS", "assemble_features",
     "check_fitted", "check_level", "check_loaded", "compute_features", "conformal_folds", "cv_mae",
     "debye_from_moduli", "default_property_models", "domain_distance", "features_from_datasets",
-    "fit_conformal", "fit_domain", "gruneisen_from_poisson", "inputs_record", "interval_cv", "load_pickle",
-    "load_property_models", "load_skops", "make_estimator", "member_folders", "quiet_fit", "quiet_predict",
-    "quietly", "repeated_folds", "skops_io", "slack_descriptors", "slack_kappa", "source_order_problem",
-    "source_record", "structure_descriptors", "structure_facts", "structure_type", "with_level", "with_members",
+    "fit_conformal", "fit_domain", "gruneisen_from_poisson", "inputs_record", "interval_cv", "interval_fold",
+    "interval_folds", "load_pickle", "load_property_models", "load_skops", "make_estimator", "member_folders",
+    "quiet_fit", "quiet_predict", "quietly", "repeated_folds", "skops_io", "slack_descriptors", "slack_kappa",
+    "source_order_problem", "source_record", "structure_descriptors", "structure_facts", "structure_type",
+    "symmetry_dataset", "with_level", "with_members",
 ]

@@ -17,8 +17,8 @@ import numpy as np
 from cgcnn import InputError
 from cgcnn.transfer.estimators import make_estimator, quietly
 
-__all__ = ["check_level", "conformal_folds", "fit_conformal", "with_level", "interval_cv", "fit_domain",
-           "domain_distance"]
+__all__ = ["check_level", "conformal_folds", "fit_conformal", "with_level", "interval_cv", "interval_fold",
+           "interval_folds", "fit_domain", "domain_distance"]
 
 def check_level(level: float, n_train: int, name: str = "last layer") -> None:
     """Refuse an interval level CV+ cannot give with ``n_train`` crystals.
@@ -65,21 +65,39 @@ def with_level(conformal, level: float):
     return out
 
 
-def interval_cv(kind: str, X, y, level: float, seed: int, folds: int,
-                 groups=None) -> tuple[float | None, float | None]:
-    """Coverage and mean width (log10) of the CV+ interval on held-out folds of the training data."""
+def interval_folds(X, seed: int, folds: int) -> list:
+    """The (train, test) index pairs of :func:`interval_cv`'s outer cross-validation (``KFold``,
+    shuffled with ``seed + 1``)."""
     from sklearn.model_selection import KFold
 
+    return list(KFold(folds, shuffle=True, random_state=seed + 1).split(X))
+
+
+def interval_fold(kind: str, X, y, level: float, seed: int, folds: int, groups, k: int):
+    """Fold ``k`` of :func:`interval_cv`: whether each held-out crystal's CV+ interval (fit on the other
+    folds) holds its target, and the intervals' widths (log10); None when the fold's training part is
+    too small for ``level``."""
+    train, test = interval_folds(X, seed, folds)[k]
+    if 1.0 / (1.0 - level) >= len(train):
+        return None
+    conf = fit_conformal(kind, X[train], y[train], level, seed, folds, groups)
+    with quietly():
+        _, b = conf.predict_interval(X[test])
+    lo, hi = b[:, 0, 0], b[:, 1, 0]
+    return (y[test] >= lo) & (y[test] <= hi), hi - lo
+
+
+def interval_cv(kind: str, X, y, level: float, seed: int, folds: int,
+                 groups=None) -> tuple[float | None, float | None]:
+    """Coverage and mean width (log10) of the CV+ interval on held-out folds of the training data
+    (:func:`interval_fold` of each outer fold)."""
     covered, widths = [], []
-    for train, test in KFold(folds, shuffle=True, random_state=seed + 1).split(X):
-        if 1.0 / (1.0 - level) >= len(train):
+    for k in range(len(interval_folds(X, seed, folds))):
+        fold = interval_fold(kind, X, y, level, seed, folds, groups, k)
+        if fold is None:
             return None, None
-        conf = fit_conformal(kind, X[train], y[train], level, seed, folds, groups)
-        with quietly():
-            _, b = conf.predict_interval(X[test])
-        lo, hi = b[:, 0, 0], b[:, 1, 0]
-        covered.append((y[test] >= lo) & (y[test] <= hi))
-        widths.append(hi - lo)
+        covered.append(fold[0])
+        widths.append(fold[1])
     return float(np.mean(np.concatenate(covered))), float(np.mean(np.concatenate(widths)))
 
 

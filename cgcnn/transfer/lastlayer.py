@@ -48,8 +48,8 @@ from cgcnn.transfer.estimators import (  # noqa: F401
     quietly,
     repeated_folds,
 )
-from cgcnn.transfer.intervals import check_level, domain_distance, fit_conformal, fit_domain, with_level
-from cgcnn.transfer.intervals import interval_cv as measure_interval
+from cgcnn.transfer.fits import FitData, candidate_maes, fit_chosen, fit_jobs
+from cgcnn.transfer.intervals import check_level, domain_distance, fit_domain, with_level
 from cgcnn.transfer.layerfile import check_fitted, load_pickle, load_skops
 
 __all__ = ["LAST_LAYER_TYPES", "CANDIDATES", "ColumnKernel", "make_estimator", "LastLayer", "Prediction", "check_level"]
@@ -133,7 +133,7 @@ class LastLayer:
     @classmethod
     def fit(cls, X: np.ndarray, y: np.ndarray, kind: str = "auto", seed: int = 0, cv_folds: int = 5,
             cv_repeats: int = 3, level: float = 0.9, inputs: dict | None = None, groups=None,
-            interval_cv: bool = True, log=None) -> LastLayer:
+            interval_cv: bool = True, log=None, jobs: int | None = None) -> LastLayer:
         """Fit a last layer, choosing its type by cross-validation when ``kind='auto'``,
         and calibrate its interval and applicability domain on the same data.
 
@@ -162,6 +162,9 @@ class LastLayer:
             (``folds`` more CV+ fits; off inside :func:`cgcnn.evaluate.evaluate`, which measures them itself).
         log : callable, optional
             Called with one progress line per stage.
+        jobs : int, optional
+            Processes for the fits (:mod:`cgcnn.transfer.fits`): None for all cores, 1 for this one;
+            the result does not depend on it.
 
         Raises
         ------
@@ -170,6 +173,8 @@ class LastLayer:
         """
         from sklearn.dummy import DummyRegressor
         from sklearn.metrics import mean_absolute_error
+
+        from cgcnn.data import single_threaded, start_pool
 
         log = log or (lambda msg: None)
         X = np.asarray(X)  # float32 crys_fea stay float32, as the original tool fit them
@@ -182,38 +187,37 @@ class LastLayer:
         if not np.all(np.isfinite(X)):
             raise InputError("the last-layer inputs hold NaN or infinite values (a broken source model?)")
         do_cv = cv_folds >= 2 and n >= cv_folds
-        splits = repeated_folds(n, cv_folds, cv_repeats, seed) if do_cv else []
-        table = {}
-        if kind == "auto":
+        data = FitData(X, y, seed, tuple(groups) if groups else None,
+                       repeated_folds(n, cv_folds, cv_repeats, seed) if do_cv else [], level, cv_folds)
+        with_interval = n >= _MIN_INTERVAL_SAMPLES and 1.0 / (1.0 - level) < n
+        jobs = fit_jobs(jobs)
+        with single_threaded():  # one BLAS thread here and in each pool process: the same numbers anywhere
+            pool = start_pool(jobs, data) if jobs > 1 else None
+            try:
+                maes = candidate_maes(pool, data, CANDIDATES if kind == "auto" else (kind,)) if do_cv else {}
+                table = maes if kind == "auto" else {}
+                for cand, mae in table.items():
+                    log(f"  {cand:8s} {cv_folds}-fold x {cv_repeats} cross-validated MAE {mae:.3f}")
+                chosen = kind if kind != "auto" else (min(table, key=table.get) if table else "ridge")
+                estimator, conformal, (cov, width) = fit_chosen(pool, data, chosen, with_interval,
+                                                                do_cv and interval_cv)
+            finally:
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            train_mae = float(mean_absolute_error(y, quiet_predict(estimator, X)))
+            cv = {"folds": cv_folds if do_cv else 0, "repeats": cv_repeats if do_cv else 0, "table": table,
+                  "mae": maes.get(chosen), "mae_constant": None}
             if do_cv:
-                for cand in CANDIDATES:
-                    table[cand] = cv_mae(cand, X, y, splits, seed, groups)
-                    log(f"  {cand:8s} {cv_folds}-fold x {cv_repeats} cross-validated MAE {table[cand]:.3f}")
-                chosen = min(table, key=table.get)
-            else:
-                chosen = "ridge"
-        else:
-            chosen = kind
-        estimator = quiet_fit(make_estimator(chosen, seed, groups), X, y)
-        train_mae = float(mean_absolute_error(y, quiet_predict(estimator, X)))
-        cv = {"folds": cv_folds if do_cv else 0, "repeats": cv_repeats if do_cv else 0, "table": table,
-              "mae": None, "mae_constant": None}
-        if do_cv:
-            cv["mae"] = table[chosen] if chosen in table else cv_mae(chosen, X, y, splits, seed, groups)
-            const = [mean_absolute_error(y[te], quiet_fit(DummyRegressor(), X[tr], y[tr]).predict(X[te]))
-                     * len(te) for tr, te in splits]
-            cv["mae_constant"] = float(sum(const) / sum(len(te) for _, te in splits))
-        layer = cls(estimator=estimator, kind=chosen, requested=kind, seed=seed, inputs=dict(inputs or {}),
-                    n_features=X.shape[1], n_train=n, train_mae=train_mae, cv=cv, versions=_versions(),
-                    groups=list(groups) if groups else None)
-        n_crys, n_desc = groups[:2] if groups else (X.shape[1], 0)
-        layer.domain = fit_domain(X, (n_crys, n_crys + n_desc) if n_desc else None)
-        layer.interval = {"level": float(level), "cv_coverage": None, "cv_width": None}
-        if n >= _MIN_INTERVAL_SAMPLES and 1.0 / (1.0 - level) < n:
-            layer.conformal = fit_conformal(chosen, X, y, level, seed, cv_folds, groups)
-            if do_cv and interval_cv:
-                cov, width = measure_interval(chosen, X, y, level, seed, cv_folds, groups)
-                layer.interval.update(cv_coverage=cov, cv_width=width)
+                const = [mean_absolute_error(y[te], quiet_fit(DummyRegressor(), X[tr], y[tr]).predict(X[te]))
+                         * len(te) for tr, te in data.splits]
+                cv["mae_constant"] = float(sum(const) / sum(len(te) for _, te in data.splits))
+            layer = cls(estimator=estimator, kind=chosen, requested=kind, seed=seed, inputs=dict(inputs or {}),
+                        n_features=X.shape[1], n_train=n, train_mae=train_mae, cv=cv, versions=_versions(),
+                        groups=list(groups) if groups else None)
+            n_crys, n_desc = groups[:2] if groups else (X.shape[1], 0)
+            layer.domain = fit_domain(X, (n_crys, n_crys + n_desc) if n_desc else None)
+        layer.interval = {"level": float(level), "cv_coverage": cov, "cv_width": width}
+        layer.conformal = conformal
         return layer
 
     # ------------------------------------------------------------------ prediction
