@@ -50,8 +50,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="refined.csv", help="results CSV (default: %(default)s)")
     p.add_argument("--ids", metavar="FILE", help="compute only the cif_id values listed in FILE (one a line, "
                                                  "or a CSV with a cif_id column)")
-    p.add_argument("--potential", default="7net-l3i5", help="SevenNet model shipped with sevenn: 7net-l3i5 "
-                                                            "or 7net-0 (default: %(default)s)")
+    p.add_argument("--potential", default="7net-l3i5", choices=("7net-l3i5", "7net-0"),
+                   help="SevenNet model shipped inside the sevenn wheel (default: %(default)s)")
     p.add_argument("--supercell", type=_triple, metavar="NxNxN",
                    help="fixed diagonal supercell of the primitive cell (default: from --min-height)")
     p.add_argument("--min-height", type=float, default=6.0, metavar="Å",

@@ -55,7 +55,8 @@ class BTESettings:
     Attributes
     ----------
     potential : str
-        SevenNet model name (:data:`POTENTIALS`).
+        The potential's name as recorded: a SevenNet model shipped with sevenn (:data:`POTENTIALS`), which
+        :func:`load_potential` loads, or the name of a calculator given to :func:`bte_kappa`.
     min_height : float
         Å; each supercell multiple is the smallest n with n · (height of the primitive cell across that
         axis) ≥ ``min_height`` (:func:`choose_supercell`); 6 Å gives 2×2×2 for Si, NaCl and PbTe.
@@ -97,9 +98,6 @@ class BTESettings:
     imag_tol: float = 0.01
 
     def __post_init__(self):
-        if self.potential not in POTENTIALS:
-            raise InputError(f"unknown potential {self.potential!r}; one of {', '.join(POTENTIALS)} "
-                             "(the weights shipped with sevenn)")
         if self.method not in ("rta", "lbte"):
             raise InputError(f"unknown BTE method {self.method!r}; rta or lbte")
         if self.supercell is not None and (len(self.supercell) != 3 or min(self.supercell) < 1):
@@ -143,7 +141,16 @@ def choose_supercell(cell: np.ndarray, min_height: float) -> tuple[int, int, int
 
 
 def load_potential(name: str, device: str = "cpu"):
-    """The SevenNet ASE calculator of a potential shipped in the ``sevenn`` wheel (works offline)."""
+    """The SevenNet ASE calculator of a potential shipped in the ``sevenn`` wheel (works offline).
+
+    Raises
+    ------
+    InputError
+        A name not in :data:`POTENTIALS` (one that would be downloaded at run time), or sevenn missing.
+    """
+    if name not in POTENTIALS:
+        raise InputError(f"unknown potential {name!r}; one of {', '.join(POTENTIALS)} (the weights shipped "
+                         "inside the sevenn wheel; nothing is downloaded)")
     calculator = require("sevenn.calculator")
     import warnings
 
@@ -166,13 +173,16 @@ def relax(structure, calc, settings: BTESettings):
     from ase.optimize import FIRE
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+    from threadpoolctl import threadpool_limits
 
     primitive = SpacegroupAnalyzer(structure, symprec=1e-3).get_primitive_standard_structure()
     atoms = AseAtomsAdaptor.get_atoms(primitive)
     atoms.calc = calc
     atoms.set_constraint(FixSymmetry(atoms, symprec=settings.symprec))
     opt = FIRE(FrechetCellFilter(atoms), logfile=None)
-    converged = bool(opt.run(fmax=settings.fmax, steps=settings.max_steps))
+    # the cell filter's 3x3 matrix exponentials: one BLAS thread (several spin, 4x slower on busy cores)
+    with threadpool_limits(1, user_api="blas"):
+        converged = bool(opt.run(fmax=settings.fmax, steps=settings.max_steps))
     atoms.set_constraint()
     atoms.calc = None
     return atoms, converged, int(opt.nsteps)

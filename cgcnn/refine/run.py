@@ -170,8 +170,8 @@ def _one(crystal: CrystalText, settings, device: str, calc=None):
 
 
 def refine(crystals: list[CrystalText], results: str | os.PathLike, settings, device: str = "cpu",
-           resume: bool = False, on_error: str = "stop", quiet: bool = False, dask: str | None = None
-           ) -> RefineSummary:
+           resume: bool = False, on_error: str = "stop", quiet: bool = False, dask: str | None = None,
+           calc=None) -> RefineSummary:
     """κ_L from phonons for every crystal, into ``results`` (a CSV of :data:`COLUMNS`).
 
     Parameters
@@ -189,13 +189,18 @@ def refine(crystals: list[CrystalText], results: str | os.PathLike, settings, de
         ``stop``: a crystal that fails stops the run (its shard is not written, so ``--resume`` tries it
         again); ``skip``: it gets a row with ``reason`` ``error: ...`` and no value.
     dask : str, optional
-        Address of a ``dask.distributed`` scheduler: crystals run as tasks there.
+        Address of a ``dask.distributed`` scheduler (or ``local``): crystals run as tasks there.
+    calc : ASE calculator, optional
+        The potential itself, on this machine (default: ``settings.potential`` loaded by
+        :func:`~cgcnn.refine.phonons.load_potential`); ``settings.potential`` should then name it.
 
     Raises
     ------
     InputError
         Bad output, a work folder of another run, a crystal that fails with ``on_error="stop"``.
     """
+    if dask and calc is not None:
+        raise InputError("--dask loads the potential on each worker; a calculator object cannot be given")
     if on_error not in ON_ERROR:
         raise InputError(f"--on-error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
     results = check_output(results)
@@ -233,7 +238,8 @@ def refine(crystals: list[CrystalText], results: str | os.PathLike, settings, de
     else:
         from cgcnn.refine.phonons import load_potential
 
-        calc = load_potential(settings.potential, device) if todo else None
+        if calc is None and todo:
+            calc = load_potential(settings.potential, device)
         for index in todo:
             try:
                 row = _one(crystals[index], settings, device, calc)
