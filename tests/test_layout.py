@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-SUBPACKAGES = ("outputs", "crystals", "data", "model", "transfer", "screening", "evaluation")
+SUBPACKAGES = ("outputs", "crystals", "data", "model", "transfer", "screening", "evaluation", "refine")
 
 
 def test_no_import_cycle():

@@ -9,8 +9,10 @@ packages are imported only inside the functions that use them.
 
 - :mod:`~cgcnn.refine.phonons`: one crystal (:func:`bte_kappa`, :class:`BTESettings`, :class:`BTEValue`,
   :func:`choose_supercell`, :func:`imaginary_modes`, :func:`require`);
+- :mod:`~cgcnn.refine.rows`: one crystal's row of ``refined.csv`` (:data:`COLUMNS`, :func:`crystal_row`,
+  :func:`format_row`);
 - :mod:`~cgcnn.refine.run`: a run over many crystals, one shard per crystal, resumable (:func:`refine`,
-  :func:`read_crystals`, :data:`COLUMNS`, ``refined.csv``);
+  :func:`read_crystals`, :func:`shard_folder`);
 - :mod:`~cgcnn.refine.cluster`: the crystals as tasks on a ``dask.distributed`` cluster (``--dask``);
 - ``python -m cgcnn.refine`` (console script ``cgcnn-refine``): the command.
 
@@ -27,8 +29,9 @@ from cgcnn.refine.phonons import (
     imaginary_modes,
     require,
 )
-from cgcnn.refine.run import COLUMNS, ON_ERROR, RefineSummary, format_row, read_crystals, refine, shard_folder
+from cgcnn.refine.rows import COLUMNS, crystal_row, format_row
+from cgcnn.refine.run import ON_ERROR, RefineSummary, read_crystals, refine, shard_folder
 
 __all__ = ["COLUMNS", "ON_ERROR", "POTENTIALS", "BTESettings", "BTEValue", "RefineSummary",
-           "bte_kappa", "choose_supercell", "format_row", "imaginary_modes", "read_crystals", "refine",
+           "bte_kappa", "choose_supercell", "crystal_row", "format_row", "imaginary_modes", "read_crystals", "refine",
            "require", "shard_folder"]

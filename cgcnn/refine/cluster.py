@@ -21,14 +21,14 @@ _WORKER_CALCS: dict = {}
 def _task(crystal: CrystalText, settings, device: str):
     """A Dask task: ``(row, None)`` or ``(None, exception)`` for one crystal."""
     from cgcnn.refine.phonons import load_potential
-    from cgcnn.refine.run import _one
+    from cgcnn.refine.rows import crystal_row
 
     key = (settings.potential, device)
     if key not in _WORKER_CALCS:
         _WORKER_CALCS.clear()
         _WORKER_CALCS[key] = load_potential(settings.potential, device)
     try:
-        return _one(crystal, settings, device, _WORKER_CALCS[key]), None
+        return crystal_row(crystal, settings, device, _WORKER_CALCS[key]), None
     except Exception as exc:  # noqa: BLE001 - the client decides (--on-error)
         return None, exc
 

@@ -262,7 +262,8 @@ def bte_kappa(structure, settings: BTESettings, calc=None, device: str = "cpu", 
     ph3.generate_fc2_displacements(distance=settings.displacement)
     cells = ph3.phonon_supercells_with_displacements
     ph3.phonon_forces = _forces(cells, calc, len(ph3.phonon_supercell))
-    ph3.produce_fc2(symmetrize_fc2=True)
+    ph3.produce_fc2()
+    ph3.symmetrize_fc2()
     details["fc2_cells"] = len(cells)
     ph3.init_phph_interaction()
     ph3.run_phonon_solver()
@@ -279,7 +280,8 @@ def bte_kappa(structure, settings: BTESettings, calc=None, device: str = "cpu", 
     details["fc3_cells"] = sum(c is not None for c in cells)
     say(f"fc3 from {details['fc3_cells']} supercells")
     ph3.forces = _forces(cells, calc, len(ph3.supercell))
-    ph3.produce_fc3(symmetrize_fc3r=True)
+    ph3.produce_fc3()
+    ph3.symmetrize_fc3()
     details["fc3_s"] = round(time.perf_counter() - start, 1)
     ph3.init_phph_interaction()
     ph3.run_thermal_conductivity(temperatures=[settings.temperature], is_isotope=settings.isotopes,

@@ -12,7 +12,6 @@ resuming with any of them changed is refused.  The folder is removed when every 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -21,15 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cgcnn import InputError
-from cgcnn.crystals import CrystalText, open_input, read_structure_text
+from cgcnn.crystals import CrystalText, open_input
 from cgcnn.outputs import check_output, save_csv, save_text
+from cgcnn.refine.rows import COLUMNS, crystal_row, format_row
 
-__all__ = ["COLUMNS", "ON_ERROR", "RefineSummary", "format_row", "package_versions", "read_crystals",
+__all__ = ["ON_ERROR", "RefineSummary", "package_versions", "read_crystals",
            "refine", "shard_folder"]
 
-#: Columns of ``refined.csv``, in order.
-COLUMNS = ("cif_id", "kappa_bte", "log10_kappa_bte", "converged", "reason", "potential", "supercell",
-           "cutoff", "mesh", "seconds")
 #: What ``--on-error`` takes: stop at the first crystal that fails, or record it and go on.
 ON_ERROR = ("stop", "skip")
 _FORMAT = "cgcnn-kappa refine 1"
@@ -88,23 +85,6 @@ def read_crystals(path: str | os.PathLike, only: list[str] | None = None) -> lis
     return crystals
 
 
-def format_row(cif_id: str, value, settings) -> dict:
-    """One row of ``refined.csv`` from a :class:`~cgcnn.refine.phonons.BTEValue` (or an error: ``value``
-    is then the message, a str); the value's ``details`` (stage times, counts) ride along under
-    ``details``, kept in the shard and the progress line, not in the CSV."""
-    row = {"cif_id": cif_id, "kappa_bte": math.nan, "log10_kappa_bte": math.nan, "converged": False,
-           "reason": "", "potential": settings.potential, "supercell": "", "cutoff": settings.cutoff,
-           "mesh": "x".join(map(str, settings.mesh)), "seconds": math.nan}
-    if isinstance(value, str):
-        row["reason"] = "error: " + value
-        return row
-    row.update(converged=value.converged, reason=value.reason, seconds=round(value.seconds, 1),
-               supercell="x".join(map(str, value.supercell)), details=value.details)
-    if value.kappa is not None:
-        row.update(kappa_bte=value.kappa, log10_kappa_bte=math.log10(value.kappa))
-    return row
-
-
 @dataclass
 class RefineSummary:
     """What a run did: crystals in the input, with a value, without one (reason given), seconds spent."""
@@ -157,16 +137,6 @@ def _write_table(rows: dict[int, dict], results: Path) -> None:
 
     frame = pd.DataFrame([rows[i] for i in sorted(rows)], columns=list(COLUMNS))
     save_csv(frame, results, float_format="%.6g")
-
-
-def _one(crystal: CrystalText, settings, device: str, calc=None):
-    """The row of one crystal; an :class:`InputError` or a failure of the computation propagates."""
-    from cgcnn.refine.phonons import bte_kappa
-
-    if crystal.error:
-        raise InputError(crystal.error)
-    structure = read_structure_text(crystal.data, crystal.source)
-    return format_row(crystal.cif_id, bte_kappa(structure, settings, calc=calc, device=device), settings)
 
 
 def refine(crystals: list[CrystalText], results: str | os.PathLike, settings, device: str = "cpu",
@@ -242,7 +212,7 @@ def refine(crystals: list[CrystalText], results: str | os.PathLike, settings, de
             calc = load_potential(settings.potential, device)
         for index in todo:
             try:
-                row = _one(crystals[index], settings, device, calc)
+                row = crystal_row(crystals[index], settings, device, calc)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded per crystal with --on-error skip
