@@ -216,3 +216,32 @@ def test_sevenn_si_tiny_setting(tmp_path):
     row = pd.read_csv(out).iloc[0]
     assert row["cif_id"] == "Si" and row["supercell"] == "2x2x2" and row["potential"] == "7net-0"
     assert 10 < row["kappa_bte"] < 1000 and row["log10_kappa_bte"] == pytest.approx(math.log10(row["kappa_bte"]))
+
+
+def test_flagged_crystals_of_a_transfer_results_csv(tmp_path, capsys):
+    from cgcnn.refine.__main__ import _read_flagged
+
+    results = tmp_path / "results.csv"
+    results.write_text("cif_id,prediction,in_domain\nSi,2.1,True\nCaCO3,0.5,False\nBi2Te3,0.2,False\n")
+    assert _read_flagged(str(results)) == ["CaCO3", "Bi2Te3"]
+    results.write_text("cif_id,prediction,in_domain\nSi,2.1,True\n")
+    assert run_main(main, [SAMPLE, "--flagged", str(results), "-o", str(tmp_path / "r.csv")]) == 2
+    assert capsys.readouterr().err == f"error: {results}: no crystal is flagged out of domain; nothing to refine\n"
+    results.write_text("cif_id,prediction\nSi,2.1\n")
+    with pytest.raises(InputError, match="in_domain"):
+        _read_flagged(str(results))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mesh", "0"], "argument --mesh: '0': give N or NxNxN"), (["--cutoff", "-1"], "argument --cutoff: '-1'"),
+    (["--supercell", "2x2"], "argument --supercell: '2x2'"), (["--fmax", "0"], "fmax must be positive"),
+    (["--min-height", "-3"], "min-height"),
+])
+def test_bad_settings_are_refused(args, message, capsys, tmp_path):
+    try:
+        code = run_main(main, [f"{SAMPLE}/Si.cif", "-o", str(tmp_path / "r.csv"), *args])
+    except SystemExit as exc:  # argparse: usage line, then the error
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "r.csv").exists()

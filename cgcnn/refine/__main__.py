@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="refined.csv", help="results CSV (default: %(default)s)")
     p.add_argument("--ids", metavar="FILE", help="compute only the cif_id values listed in FILE (one a line, "
                                                  "or a CSV with a cif_id column)")
+    p.add_argument("--flagged", metavar="RESULTS_CSV",
+                   help="compute the crystals a transfer run's results.csv flags out of its applicability domain "
+                        "(in_domain False), with those of --ids if given too")
     p.add_argument("--potential", default="7net-l3i5", choices=("7net-l3i5", "7net-0"),
                    help="SevenNet model shipped inside the sevenn wheel (default: %(default)s)")
     p.add_argument("--supercell", type=_triple, metavar="NxNxN",
@@ -93,25 +96,45 @@ def _read_ids(path: str) -> list[str]:
     return lines
 
 
+def _read_flagged(path: str) -> list[str]:
+    """The ``cif_id`` of the rows of a transfer run's ``results.csv`` with ``in_domain`` False."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, dtype={"cif_id": str}, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read as a CSV ({exc})") from None
+    if not {"cif_id", "in_domain"} <= set(table.columns):
+        raise InputError(f"{path}: no cif_id and in_domain columns (a results.csv of the transfer, --train 0, "
+                         "with a last layer that has an applicability domain)")
+    flags = table["in_domain"].astype(str).str.strip().str.lower()
+    if not flags.isin(["true", "false", ""]).all():
+        raise InputError(f"{path}: in_domain must be True or False")
+    return table.loc[flags == "false", "cif_id"].tolist()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command (see :func:`parser`); returns the exit status."""
     args = parser().parse_args(argv)
     from cgcnn.refine.phonons import BTESettings, require
     from cgcnn.refine.run import read_crystals, refine
 
-    for module in ("phono3py", "sevenn", "ase"):
-        require(module)
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda: no CUDA device is available to torch")
-    if args.fmax <= 0 or args.max_steps < 0:
-        raise InputError("--fmax must be > 0 and --max-steps ≥ 0")
     settings = BTESettings(potential=args.potential, min_height=args.min_height, supercell=args.supercell,
                            cutoff=args.cutoff, mesh=args.mesh, temperature=args.temperature, method=args.method,
                            isotopes=not args.no_isotopes, fmax=args.fmax, max_steps=args.max_steps)
-    crystals = read_crystals(args.cifpath, _read_ids(args.ids) if args.ids else None)
+    only = None
+    if args.flagged or args.ids:
+        only = (_read_flagged(args.flagged) if args.flagged else []) + (_read_ids(args.ids) if args.ids else [])
+        if not only:
+            raise InputError(f"{args.flagged}: no crystal is flagged out of domain; nothing to refine")
+    crystals = read_crystals(args.cifpath, only)
+    for module in ("phono3py", "sevenn", "ase"):
+        require(module)
     summary = refine(crystals, args.output, settings, device=args.device, resume=args.resume,
                      on_error=args.on_error, quiet=args.quiet, dask=args.dask)
     if not args.quiet:

@@ -106,6 +106,8 @@ class BTESettings:
             raise InputError(f"mesh {self.mesh}: three whole numbers ≥ 1")
         if not self.temperature > 0 or (self.cutoff is not None and not self.cutoff > 0):
             raise InputError("temperature and cut-off must be positive")
+        if not (self.min_height > 0 and self.displacement > 0 and self.fmax > 0 and self.max_steps >= 0):
+            raise InputError("min-height, displacement and fmax must be positive, max-steps ≥ 0")
 
     def record(self) -> dict:
         """The settings as a JSON-friendly dict (for the work folder's manifest)."""
