@@ -114,6 +114,8 @@ def test_rows_shards_and_resume_checks(tmp_path):
         _open_work(folder, _manifest(BTESettings(mesh=(9, 9, 9)), crystals), resume=True)
     with pytest.raises(InputError, match="another input"):
         _open_work(folder, _manifest(settings, crystals[:1]), resume=True)
+    with pytest.raises(InputError, match="another --threads"):
+        _open_work(folder, _manifest(settings, crystals, threads=2), resume=True)
     row = format_row("Si", BTEValue(80.0, True, "", (2, 2, 2), 12.34), settings)
     (folder / "0000000.json").write_text(json.dumps(row))
     rows = _open_work(folder, manifest, resume=True)

@@ -72,6 +72,9 @@ def parser() -> argparse.ArgumentParser:
                    help="relaxation stops below this force (default: %(default)s, as Matbench)")
     p.add_argument("--max-steps", type=int, default=300, help="FIRE steps at most (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the potential runs")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="threads per crystal (torch, BLAS, OpenMP; default: %(default)s). κ depends on it in the "
+                        "last digits, so it is recorded; for many cores, --dask local runs a crystal per core")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (its .parts folder)")
     p.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                    help="a crystal that fails: stop, or record the reason and go on (default: %(default)s)")
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     for module in ("phono3py", "sevenn", "ase"):
         require(module)
     summary = refine(crystals, args.output, settings, device=args.device, resume=args.resume,
-                     on_error=args.on_error, quiet=args.quiet, dask=args.dask)
+                     on_error=args.on_error, quiet=args.quiet, dask=args.dask, threads=args.threads)
     if not args.quiet:
         print(f"refine: {summary.with_value} of {summary.crystals} crystals with a BTE value, "
               f"{summary.without_value} without (reason in {args.output}); {summary.seconds:.0f} s",

@@ -18,19 +18,20 @@ __all__ = ["run_on_cluster"]
 _WORKER_CALCS: dict = {}
 
 
-def _task(crystal: CrystalText, settings, device: str):
+def _task(crystal: CrystalText, settings, device: str, threads: int):
     """A Dask task: ``(row, None)`` or ``(None, exception)`` for one crystal."""
-    from cgcnn.refine.phonons import load_potential
+    from cgcnn.refine.phonons import load_potential, thread_limits
     from cgcnn.refine.rows import crystal_row
 
-    key = (settings.potential, device)
-    if key not in _WORKER_CALCS:
-        _WORKER_CALCS.clear()
-        _WORKER_CALCS[key] = load_potential(settings.potential, device)
-    try:
-        return crystal_row(crystal, settings, device, _WORKER_CALCS[key]), None
-    except Exception as exc:  # noqa: BLE001 - the client decides (--on-error)
-        return None, exc
+    with thread_limits(threads):
+        key = (settings.potential, device)
+        if key not in _WORKER_CALCS:
+            _WORKER_CALCS.clear()
+            _WORKER_CALCS[key] = load_potential(settings.potential, device)
+        try:
+            return crystal_row(crystal, settings, device, _WORKER_CALCS[key]), None
+        except Exception as exc:  # noqa: BLE001 - the client decides (--on-error)
+            return None, exc
 
 
 def _client(address: str):
@@ -48,7 +49,8 @@ def _client(address: str):
         raise InputError(f"--dask {address}: cannot reach a Dask scheduler there ({exc})") from None
 
 
-def run_on_cluster(address: str, crystals: list[CrystalText], todo: list[int], settings, device: str):
+def run_on_cluster(address: str, crystals: list[CrystalText], todo: list[int], settings, device: str,
+                   threads: int = 1):
     """Yield ``(index, row, exception)`` for each crystal of ``todo`` as the cluster finishes it.
 
     Raises
@@ -62,7 +64,7 @@ def run_on_cluster(address: str, crystals: list[CrystalText], todo: list[int], s
     futures = {}
     try:
         for index in todo:
-            futures[client.submit(_task, crystals[index], settings, device, pure=False)] = index
+            futures[client.submit(_task, crystals[index], settings, device, threads, pure=False)] = index
         for future in as_completed(futures):
             row, exc = future.result()
             yield futures[future], row, exc

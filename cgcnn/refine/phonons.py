@@ -22,6 +22,7 @@ The heavy packages (ase, phonopy, phono3py, sevenn) are imported inside the func
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import time
@@ -32,7 +33,7 @@ import numpy as np
 from cgcnn import InputError
 
 __all__ = ["POTENTIALS", "BTESettings", "BTEValue", "bte_kappa", "choose_supercell", "imaginary_modes",
-           "load_potential", "relax", "require"]
+           "load_potential", "relax", "require", "thread_limits"]
 
 #: The pre-trained SevenNet potentials shipped inside the ``sevenn`` wheel (no download at run time).
 POTENTIALS = ("7net-l3i5", "7net-0")
@@ -140,6 +141,27 @@ def choose_supercell(cell: np.ndarray, min_height: float) -> tuple[int, int, int
     volume = abs(np.linalg.det(cell))
     heights = [volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
     return tuple(max(1, math.ceil(min_height / h - 1e-6)) for h in heights)
+
+
+@contextlib.contextmanager
+def thread_limits(threads: int):
+    """Run the enclosed code on ``threads`` threads: torch's intra-op pool and, through threadpoolctl, the
+    BLAS and OpenMP libraries loaded (phono3py's, numpy's); the previous numbers are restored after."""
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        torch = None
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(before)
 
 
 def load_potential(name: str, device: str = "cpu"):

@@ -95,14 +95,15 @@ class RefineSummary:
     seconds: float
 
 
-def _manifest(settings, crystals: list[CrystalText]) -> dict:
+def _manifest(settings, crystals: list[CrystalText], threads: int = 1, device: str = "cpu") -> dict:
     import hashlib
 
     digest = hashlib.sha256()
     for c in crystals:
         digest.update(c.cif_id.encode() + b"\0" + (c.data or b"") + b"\0")
     return {"format": _FORMAT, "settings": settings.record(), "packages": package_versions(),
-            "input": {"crystals": [c.cif_id for c in crystals], "sha256": digest.hexdigest()}}
+            "input": {"crystals": [c.cif_id for c in crystals], "sha256": digest.hexdigest()},
+            "threads": threads, "device": device}
 
 
 def _open_work(folder: Path, manifest: dict, resume: bool) -> dict[int, dict]:
@@ -121,7 +122,8 @@ def _open_work(folder: Path, manifest: dict, resume: bool) -> dict[int, dict]:
     except (OSError, ValueError):
         raise InputError(f"{folder}: no readable manifest.json; remove the folder to start again") from None
     for key, what in (("format", "another version of this tool"), ("settings", "other settings"),
-                      ("packages", "other package versions"), ("input", "another input (or it changed)")):
+                      ("packages", "other package versions"), ("input", "another input (or it changed)"),
+                      ("threads", "another --threads"), ("device", "another --device")):
         if saved.get(key) != manifest[key]:
             raise InputError(f"{folder}: the interrupted run was made with {what}; --resume continues only "
                              "the same run (remove the folder to start again)")
@@ -141,7 +143,7 @@ def _write_table(rows: dict[int, dict], results: Path) -> None:
 
 def refine(crystals: list[CrystalText], results: str | os.PathLike, settings, device: str = "cpu",
            resume: bool = False, on_error: str = "stop", quiet: bool = False, dask: str | None = None,
-           calc=None) -> RefineSummary:
+           calc=None, threads: int = 1) -> RefineSummary:
     """κ_L from phonons for every crystal, into ``results`` (a CSV of :data:`COLUMNS`).
 
     Parameters
@@ -160,6 +162,10 @@ def refine(crystals: list[CrystalText], results: str | os.PathLike, settings, de
         again); ``skip``: it gets a row with ``reason`` ``error: ...`` and no value.
     dask : str, optional
         Address of a ``dask.distributed`` scheduler (or ``local``): crystals run as tasks there.
+    threads : int
+        Threads of each crystal's computation (torch's, and BLAS/OpenMP through threadpoolctl). κ depends
+        on it in the last digits (sums in another order, then a relaxation that stops a step earlier or
+        later), so it is recorded and ``--resume`` keeps it; 1 is also the fastest on busy cores.
     calc : ASE calculator, optional
         The potential itself, on this machine (default: ``settings.potential`` loaded by
         :func:`~cgcnn.refine.phonons.load_potential`); ``settings.potential`` should then name it.
@@ -175,7 +181,9 @@ def refine(crystals: list[CrystalText], results: str | os.PathLike, settings, de
         raise InputError(f"--on-error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
     results = check_output(results)
     folder = shard_folder(results)
-    rows = _open_work(folder, _manifest(settings, crystals), resume)
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, not {threads}")
+    rows = _open_work(folder, _manifest(settings, crystals, threads, device), resume)
     todo = [i for i in range(len(crystals)) if i not in rows]
     start, done_now = time.perf_counter(), 0
     say = (lambda _: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
@@ -203,22 +211,23 @@ def refine(crystals: list[CrystalText], results: str | os.PathLike, settings, de
     if dask:
         from cgcnn.refine.cluster import run_on_cluster
 
-        for index, row, exc in run_on_cluster(dask, crystals, todo, settings, device):
+        for index, row, exc in run_on_cluster(dask, crystals, todo, settings, device, threads):
             finish(index, row) if exc is None else failed(index, exc)
     else:
-        from cgcnn.refine.phonons import load_potential
+        from cgcnn.refine.phonons import load_potential, thread_limits
 
-        if calc is None and todo:
-            calc = load_potential(settings.potential, device)
-        for index in todo:
-            try:
-                row = crystal_row(crystals[index], settings, device, calc)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - recorded per crystal with --on-error skip
-                failed(index, exc)
-            else:
-                finish(index, row)
+        with thread_limits(threads):
+            if calc is None and todo:
+                calc = load_potential(settings.potential, device)
+            for index in todo:
+                try:
+                    row = crystal_row(crystals[index], settings, device, calc)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - recorded per crystal with --on-error skip
+                    failed(index, exc)
+                else:
+                    finish(index, row)
     _write_table(rows, results)
     shutil.rmtree(folder, ignore_errors=True)
     with_value = sum(r["kappa_bte"] == r["kappa_bte"] for r in rows.values())
