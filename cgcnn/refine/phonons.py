@@ -277,7 +277,7 @@ def bte_kappa(structure, settings: BTESettings, calc=None, device: str = "cpu", 
     say(f"relaxed in {steps} steps (converged: {converged}); supercell {supercell}")
     unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=atoms.cell.array,
                         scaled_positions=atoms.get_scaled_positions())
-    ph3 = Phono3py(unit, supercell_matrix=np.diag(supercell), primitive_matrix=None,
+    ph3 = Phono3py(unit, supercell_matrix=np.diag(supercell), primitive_matrix="P",
                    phonon_supercell_matrix=np.diag(supercell), symprec=settings.symprec, log_level=0)
     ph3.mesh_numbers = list(settings.mesh)
     details = {"relax_steps": steps, "atoms": len(atoms), "volume": round(float(atoms.get_volume()), 4),
