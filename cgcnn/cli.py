@@ -284,3 +284,8 @@ def predict_console() -> int:
 def evaluate_console() -> int:
     """``cgcnn-evaluate``: ``python -m cgcnn.evaluate``."""
     return _console("cgcnn.evaluate")
+
+
+def refine_console() -> int:
+    """``cgcnn-refine``: ``python -m cgcnn.refine`` (the refine extra)."""
+    return _console("cgcnn.refine.__main__")
