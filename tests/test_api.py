@@ -187,3 +187,16 @@ def test_the_documented_example_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "cross-validated MAE" in proc.stdout and "MgO" in proc.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_bytes_whatever_the_workers_or_dask(expected, tmp_path):
+    """results.csv does not depend on -j or --dask (issue 24, class 10): the networks give the same bits
+    with any number of torch threads, the last layer predicts with one BLAS thread everywhere."""
+    folder, _ = expected
+    runs = {"j0": ("-j", 0), "j2": ("-j", 2), "dask": ("--dask", "local")}
+    for name, option in runs.items():
+        proc = _cli("--train", 0, SOURCE, folder, "--last-layer", LAYER_V2, "--results", tmp_path / f"{name}.csv",
+                    "--test-results", tmp_path / f"t_{name}.csv", "-b", 4, "--chunk-size", 4, *option, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    first = (tmp_path / "j0.csv").read_bytes()
+    assert first == (tmp_path / "j2.csv").read_bytes() == (tmp_path / "dask.csv").read_bytes()

@@ -290,7 +290,12 @@ class Screener:
                 frame = {"cif_id": ids, "target": targets, "prediction": prediction}
                 stats.update(n_targets=int(known.sum()), abs_err=float(np.abs(prediction - targets)[known].sum()))
                 return Shard(index, _csv_rows(frame, None), "", self._skipped(skipped), stats)
-            pred = self.layer.predict(feats.X, self.settings.level)
+            from threadpoolctl import threadpool_limits
+
+            # one BLAS thread, as in a Dask worker (whose nanny sets one): the last digits of a Gaussian
+            # process's prediction depend on the BLAS threads, and results must not depend on -j or --dask
+            with threadpool_limits(limits=1):
+                pred = self.layer.predict(feats.X, self.settings.level)
             frame = {
                 "cif_id": ids, "target": targets, "prediction": pred.prediction, "kappa": 10.0 ** pred.prediction,
                 "prediction_low": pred.low, "prediction_high": pred.high,
