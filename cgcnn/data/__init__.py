@@ -40,12 +40,12 @@ from cgcnn.data.graphcache import (
     read_cached_graph,
     write_cached_graph,
 )
-from cgcnn.data.pool import run_tasks, start_pool
+from cgcnn.data.pool import run_tasks, single_threaded, start_pool
 
 __all__ = ["CACHE_SUFFIX", "CIFData", "CifNumbers", "GaussianDistance", "Graph", "GraphParams", "LOG10_KAPPA_RANGE",
            "MAX_ATOMIC_NUMBER", "MAX_ATOM_FEATURES", "MAX_NEIGHBOURS", "MAX_SITES", "PACKAGE_ATOM_INIT",
            "atom_init_digest", "atom_table_array", "atom_table_from_dict", "build_graph", "build_graphs",
            "check_graph_array", "check_log10_kappa", "check_neighbour_count", "cif_file", "collate_pool",
            "graph_cache_key", "load_atom_init", "load_cached_graph", "missing_elements", "read_cached_graph",
-           "read_id_prop", "read_structure", "run_tasks", "save_id_prop", "start_pool", "write_cached_graph",
-           "write_data_folder"]
+           "read_id_prop", "read_structure", "run_tasks", "save_id_prop", "single_threaded", "start_pool",
+           "write_cached_graph", "write_data_folder"]

@@ -1,14 +1,21 @@
-"""The graph-building process pool, one for every path: a data folder's graphs
-(:func:`cgcnn.data.build_graphs`) and a screening run's chunks (:mod:`cgcnn.screening`).
+"""The process pool, one for every path: a data folder's graphs (:func:`cgcnn.data.build_graphs`),
+a screening run's batches (:mod:`cgcnn.screening`) and the last layer's cross-validation fits
+(:mod:`cgcnn.transfer`).
 
-Each worker process keeps one object of the run (``state``: a dataset, or the screening
-run's preparation spec) and applies a function to it and to each item of a task
+Each worker process keeps one object of the run (``state``: a dataset, the screening run's
+batch maker, the training data of a fit) and applies a function to it and to each item of a task
 (:func:`run_tasks`).  The processes start by ``fork`` where the platform has it (cheap:
 nothing is pickled but the tasks and their results), ``spawn`` elsewhere.
+
+Threads: every pool process, and the parent while its pool works (:func:`single_threaded`), runs
+one thread of torch and of the BLAS and OpenMP libraries (threadpoolctl): the cores are used by
+processes, as many as ``-j`` asks, never by threads competing with them, and numbers that depend on
+a thread count (torch's and BLAS's reductions) are the same on every machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -19,22 +26,49 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-__all__ = ["start_pool", "run_tasks"]
+__all__ = ["start_pool", "run_tasks", "single_threaded"]
 
 _STATE: Any = None  # the run's object, in a pool process
 
 
+def _one_thread() -> None:
+    """This process, for good: one torch thread where torch is loaded, one BLAS and OpenMP thread."""
+    from threadpoolctl import threadpool_limits
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    threadpool_limits(1)
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Within the block, this process runs one thread of torch (where loaded) and of the BLAS and
+    OpenMP libraries (threadpoolctl); both restored on exit.  For the parent of a pool, whose
+    processes hold the cores, and for numbers that must not depend on the machine's cores."""
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        with threadpool_limits(1):
+            if torch is not None:
+                torch.set_num_threads(1)
+            yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(before)
+
+
 def _start_worker(state: Any) -> None:
-    """Initializer of a graph-building process: Ctrl-C left to the parent (which stops the pool),
-    SIGTERM back to its default, one torch thread where torch is loaded, the run's ``state`` kept
+    """Initializer of a pool process: Ctrl-C left to the parent (which stops the pool),
+    SIGTERM back to its default, one thread of torch and BLAS (:func:`_one_thread`), the run's ``state`` kept
     (``state.for_worker()`` where it has one), and an exit as soon as the parent is gone (a
     SIGKILLed run leaves no process behind: a forked worker holds its own queue open and would
     wait for ever)."""
     global _STATE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
+    _one_thread()
     _STATE = state.for_worker() if hasattr(state, "for_worker") else state
     parent = os.getppid()
 
