@@ -7,10 +7,9 @@ batch maker, the training data of a fit) and applies a function to it and to eac
 (:func:`run_tasks`).  The processes start by ``fork`` where the platform has it (cheap:
 nothing is pickled but the tasks and their results), ``spawn`` elsewhere.
 
-Threads: every pool process, and the parent while its pool works (:func:`single_threaded`), runs
-one thread of torch and of the BLAS and OpenMP libraries (threadpoolctl): the cores are used by
-processes, as many as ``-j`` asks, never by threads competing with them, and numbers that depend on
-a thread count (torch's and BLAS's reductions) are the same on every machine.
+Threads: every pool process runs one torch thread; a parent that starts its pool inside
+:func:`single_threaded` (the last layer's fits) gives its processes one BLAS and OpenMP thread too
+(threadpoolctl), so that the cores are used by processes, never by threads competing with them.
 """
 
 from __future__ import annotations
@@ -29,15 +28,6 @@ from typing import Any
 __all__ = ["start_pool", "run_tasks", "single_threaded"]
 
 _STATE: Any = None  # the run's object, in a pool process
-
-
-def _one_thread() -> None:
-    """This process, for good: one torch thread where torch is loaded, one BLAS and OpenMP thread."""
-    from threadpoolctl import threadpool_limits
-
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-    threadpool_limits(1)
 
 
 @contextlib.contextmanager
@@ -61,14 +51,16 @@ def single_threaded():
 
 def _start_worker(state: Any) -> None:
     """Initializer of a pool process: Ctrl-C left to the parent (which stops the pool),
-    SIGTERM back to its default, one thread of torch and BLAS (:func:`_one_thread`), the run's ``state`` kept
+    SIGTERM back to its default, one torch thread where torch is loaded (BLAS threads as the parent left them:
+    one inside :func:`single_threaded`), the run's ``state`` kept
     (``state.for_worker()`` where it has one), and an exit as soon as the parent is gone (a
     SIGKILLed run leaves no process behind: a forked worker holds its own queue open and would
     wait for ever)."""
     global _STATE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _one_thread()
+    if "torch" in sys.modules:  # forked after torch was imported
+        sys.modules["torch"].set_num_threads(1)
     _STATE = state.for_worker() if hasattr(state, "for_worker") else state
     parent = os.getppid()
 
