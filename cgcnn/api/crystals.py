@@ -7,7 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cgcnn import InputError
-from cgcnn.crystals import CrystalText, open_input, structure_format, structure_from_object, structures_from_text
+from cgcnn.crystals import (
+    CrystalText,
+    file_frames,
+    open_input,
+    read_cif_bytes,
+    structure_format,
+    structure_from_object,
+    structure_id,
+)
 
 __all__ = ["crystals_of"]
 
@@ -26,26 +34,19 @@ def _own_id(obj) -> str | None:
 
 
 def _of_file(path: Path) -> Iterator[CrystalText]:
+    """The crystals of one structure file: its bytes and format (read as a folder's file is read), or the
+    checked structures of an extxyz file's frames."""
     fmt = structure_format(path)
     if fmt is None:
         raise InputError(f"{path}: not a structure file this tool reads (.cif, POSCAR/CONTCAR/.vasp, .json, "
                          ".extxyz/.xyz)")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    stem = path.name if fmt == "poscar" and "." not in path.name else path.stem
-    if fmt == "cif":
-        yield CrystalText(cif_id=stem, source=str(path), data=data)
+    data = read_cif_bytes(path)
+    if fmt != "extxyz":
+        yield CrystalText(cif_id=structure_id(path.name), source=str(path), data=data, fmt=fmt)
         return
-    for suffix, structure in structures_from_text(data.decode("utf-8", errors="replace"), str(path), fmt):
-        if not suffix:  # one crystal in the file
-            cif_id, source = stem, str(path)
-        elif suffix.startswith(":"):  # a frame without an id of its own: FILE:INDEX
-            cif_id, source = stem + suffix, f"{path}{suffix}"
-        else:
-            cif_id, source = suffix, f"{path}:{suffix}"
-        yield CrystalText(cif_id=cif_id, source=source, data=None, structure=structure)
+    for cif_id, source, atoms in file_frames(data, path.name, str(path)):
+        yield CrystalText(cif_id=cif_id, source=source, data=None, structure=structure_from_object(atoms, source),
+                          fmt="extxyz")
 
 
 def _items(structures) -> Iterator[tuple[str | None, CrystalText]]:
@@ -77,13 +78,15 @@ def crystals_of(structures, ids=None) -> Iterator[CrystalText]:
     structures : iterable, or path
         pymatgen ``Structure`` and ASE ``Atoms`` (each checked as a CIF's crystal, sorted as ``CifParser``
         sorts a CIF's sites; :func:`cgcnn.crystals.structure_from_object`), and paths of structure files:
-        ``.cif`` (read later, as screening reads it), ``POSCAR``/``CONTCAR``/``*.vasp``, pymatgen ``*.json``,
-        multi-frame ``*.extxyz``/``*.xyz`` (:func:`cgcnn.crystals.structures_from_text`). One path of a
-        data folder or an archive of CIFs gives its crystals (:func:`cgcnn.crystals.open_input`).
+        ``.cif``, ``POSCAR``/``CONTCAR``/``*.vasp``, pymatgen ``*.json`` (read later, as screening reads a
+        folder's files), multi-frame ``*.extxyz``/``*.xyz`` (each frame a crystal, read now:
+        :mod:`cgcnn.crystals.frames`). One path of a data folder or an archive of structure files gives
+        its crystals (:func:`cgcnn.crystals.open_input`).
     ids : sequence of str, optional
         ``cif_id`` of each crystal; default: the object's own id (``Structure.properties`` or
         ``Atoms.info``: ``cif_id``, ``material_id``, ``id`` or ``name``), a file's name without its
-        suffix (``FILE:INDEX`` or the frame's id for extxyz frames), else the position.
+        suffix (:func:`cgcnn.crystals.structure_id`; ``STEM:INDEX`` or the frame's id for extxyz frames),
+        else the position.
 
     Raises
     ------

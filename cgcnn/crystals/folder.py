@@ -1,12 +1,18 @@
-"""A CGCNN data folder's own files: ``id_prop.csv`` read and checked, ``<cif_id>.cif`` found
+"""A CGCNN data folder's own files: ``id_prop.csv`` read and checked, each crystal's file found
 (its ``atom_init.json`` is read by :mod:`cgcnn.data.atom_features`).
 
 A data folder follows the CGCNN convention: ``id_prop.csv`` (no header,
 ``cif_id,target``), one ``<cif_id>.cif`` per row and ``atom_init.json`` (keys are
 atomic numbers as strings, values equal-length feature lists).  For prediction,
-``id_prop.csv`` may hold ids only, or be absent (then every ``*.cif``, sorted by
-name, is used).  ``<cif_id>.CIF`` (any case of the suffix) is read where
-``<cif_id>.cif`` is absent; a ``cif_id`` is a file name in the folder, never a path.
+``id_prop.csv`` may hold ids only, or be absent (then every structure file is used: the
+single-crystal files sorted by ``cif_id``, then the frames of the extxyz files).
+``<cif_id>.CIF`` (any case of the suffix) is read where ``<cif_id>.cif`` is absent; a
+``cif_id`` is a file name in the folder, never a path.
+
+Other formats (:mod:`cgcnn.crystals.names`): a crystal's file may also be ``<cif_id>.vasp``,
+``<cif_id>.json`` (pymatgen) or a file named ``<cif_id>`` that starts with ``POSCAR`` or ``CONTCAR``
+(:func:`cif_file`); every frame of the folder's ``*.extxyz``/``*.xyz`` files is a crystal too, its
+``cif_id`` the frame's own or ``STEM:INDEX`` (:mod:`cgcnn.crystals.frames`, :func:`locate`).
 
 Rows keep their ``id_prop.csv`` order everywhere.
 """
@@ -22,9 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from cgcnn import InputError
+from cgcnn.crystals.frames import folder_frames
+from cgcnn.crystals.members import not_utf8
+from cgcnn.crystals.names import structure_format, structure_id
 from cgcnn.outputs import missing_reason
 
-__all__ = ["cif_file", "LOG10_KAPPA_RANGE", "check_log10_kappa", "data_folder_inputs",
+__all__ = ["cif_file", "LOG10_KAPPA_RANGE", "check_log10_kappa", "data_folder_inputs", "locate",
            "read_id_prop"]
 
 
@@ -32,40 +41,66 @@ _HEADER_WORDS = {"id", "cif_id", "cif", "material_id", "name", "structure", "for
 
 
 def cif_file(folder: str | os.PathLike, cif_id: str) -> Path:
-    """The CIF of ``cif_id`` in ``folder``: ``<cif_id>.cif``, else ``<cif_id>.CIF`` or another
-    case of the suffix; ``<cif_id>.cif`` (which does not exist) when there is none."""
-    folder = Path(folder)
+    """The file of the crystal ``cif_id`` in ``folder``: ``<cif_id>.cif``, else ``<cif_id>.CIF``, else
+    ``<cif_id>.vasp``, ``<cif_id>.json``, a file named ``<cif_id>`` that starts with ``POSCAR`` or
+    ``CONTCAR``, else another case of those suffixes; ``<cif_id>.cif`` (which does not exist) when there
+    is none (an extxyz frame's ``cif_id`` has no file of its own: :func:`locate`)."""
+    found = _find(Path(folder), cif_id)
+    return found if found is not None else Path(folder) / f"{cif_id}.cif"
+
+
+def _find(folder: Path, cif_id: str) -> Path | None:
     path = folder / f"{cif_id}.cif"
     if path.is_file():
         return path
-    upper = folder / f"{cif_id}.CIF"
-    if upper.is_file():
-        return upper
+    for other in (folder / f"{cif_id}.CIF", folder / f"{cif_id}.vasp", folder / f"{cif_id}.json", folder / cif_id):
+        if structure_id(other.name) == cif_id and other.is_file():
+            return other
     try:
         for other in folder.iterdir():
-            if other.stem == cif_id and other.suffix.lower() == ".cif" and other.is_file():
+            if other.name.startswith(cif_id) and structure_id(other.name) == cif_id and other.is_file():
                 return other
     except OSError:
         pass
-    return path
+    return None
+
+
+def locate(folder: str | os.PathLike, cif_id: str) -> tuple[Path, int | None]:
+    """Where the crystal ``cif_id`` of ``folder`` lies: ``(file, None)`` for a file of its own
+    (:func:`cif_file`), ``(extxyz file, frame index)`` for a frame (index -1: a file that cannot be
+    read; :func:`cgcnn.crystals.frames.folder_frames`); ``(<cif_id>.cif, None)`` when it lies nowhere.
+
+    Raises
+    ------
+    InputError
+        One ``cif_id`` in two frames of the folder.
+    """
+    found = _find(Path(folder), cif_id)
+    if found is not None:
+        return found, None
+    frame = folder_frames(folder).get(cif_id)
+    if frame is not None:
+        return Path(folder) / frame[0], frame[1]
+    return Path(folder) / f"{cif_id}.cif", None
 
 
 def data_folder_inputs(folder: str | os.PathLike, atom_init: str | os.PathLike | None = None) -> dict:
     """The files a run may read from a data folder, labelled for :func:`cgcnn.outputs.check_outputs`:
-    ``id_prop.csv``, ``atom_init.json`` (and ``--atom-init`` when given) and every CIF of the folder
-    (``*.cif`` in any case), so that no output of the run can name one of them.
+    ``id_prop.csv``, ``atom_init.json`` (and ``--atom-init`` when given) and every structure file of the
+    folder (``*.cif`` in any case, POSCARs, pymatgen JSON, extxyz: :func:`cgcnn.crystals.structure_format`),
+    so that no output of the run can name one of them.
 
     Returns
     -------
     dict
         ``{"id_prop.csv": path, "atom_init.json": path, "--atom-init": path or None, "CIF": [paths]}``;
-        an unreadable or missing folder gives no CIF (the run then fails on it with its own message).
+        an unreadable or missing folder gives no structure file (the run then fails on it with its own message).
     """
     folder = Path(folder)
     cifs: list[Path] = []
     try:
         with os.scandir(folder) as entries:
-            cifs = [folder / e.name for e in entries if e.name.lower().endswith(".cif")]
+            cifs = [folder / e.name for e in entries if structure_format(e.name) is not None]
     except OSError:
         pass
     return {"id_prop.csv": folder / "id_prop.csv", "atom_init.json": folder / "atom_init.json",
@@ -77,18 +112,6 @@ def _check_cif_id(cif_id: str, where: str) -> None:
     if "/" in cif_id or "\\" in cif_id or "\0" in cif_id or cif_id in (".", "..") or os.path.isabs(cif_id):
         raise InputError(f"{where}: cif_id {cif_id!r} is a path, not a name; each CIF must lie in the data "
                          "folder itself, as <cif_id>.cif")
-
-
-def not_utf8(data: bytes) -> str | None:
-    """What a file's bytes are when they are plainly not UTF-8 or ASCII text: UTF-16 or UTF-32
-    (a byte-order mark) or NUL bytes (UTF-16 without one, or binary); None otherwise."""
-    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
-                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
-        if data.startswith(bom):
-            return f"is {name} text (it starts with a {name} byte-order mark); save it as UTF-8"
-    if b"\x00" in data:
-        return "holds NUL bytes (UTF-16 text without a byte-order mark, or not text); save it as UTF-8"
-    return None
 
 
 def _read_text_utf8(path: Path) -> str:
@@ -188,8 +211,10 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
 
     Accepts blank lines, Windows line endings, surrounding spaces, a header row
     (first row whose target is not a number and whose id has no CIF), and
-    ``id_prop.csv`` with ids only.  Without ``id_prop.csv`` every ``*.cif`` of the
-    folder, sorted by name, is used, with no targets.
+    ``id_prop.csv`` with ids only.  Without ``id_prop.csv`` every single-crystal file of the
+    folder (``*.cif``, POSCARs, pymatgen JSON), sorted by ``cif_id``, then every frame of its
+    extxyz files (files sorted by name) is used, with no targets.  A row's ``cif_id`` is that of a
+    file (:func:`cif_file`) or of an extxyz frame (:func:`locate`).
 
     Returns
     -------
@@ -213,17 +238,23 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
     if not id_prop.exists():
         if os.path.lexists(id_prop):  # a broken symbolic link or a loop: not "no id_prop.csv"
             raise InputError(f"{id_prop}: {missing_reason(id_prop)}")
-        files = sorted((p for p in folder.iterdir() if p.suffix.lower() == ".cif" and p.is_file()),
+        files = sorted((p for p in folder.iterdir() if structure_id(p.name) is not None and p.is_file()),
                        key=lambda p: p.name)
         seen: dict[str, Path] = {}
         for p in files:
-            if p.stem in seen:
-                raise InputError(f"{folder}: both {seen[p.stem].name} and {p.name}; keep one (no id_prop.csv "
+            stem = structure_id(p.name)
+            if stem in seen:
+                raise InputError(f"{folder}: both {seen[stem].name} and {p.name}; keep one (no id_prop.csv "
                                  "says which)")
-            seen[p.stem] = p
+            seen[stem] = p
         ids = sorted(seen)
+        for cif_id, (name, _) in folder_frames(folder).items():
+            if cif_id in seen:
+                raise InputError(f"{folder}: both {seen[cif_id].name} and a frame of {name} are {cif_id!r}; keep one")
+            ids.append(cif_id)
         if not ids:
-            raise InputError(f"{folder}: no id_prop.csv and no .cif files")
+            raise InputError(f"{folder}: no id_prop.csv and no structure files (.cif, POSCAR/CONTCAR/.vasp, "
+                             ".json, .extxyz/.xyz)")
         return ids, None
     text = _read_text_utf8(id_prop)
     rows = [
@@ -235,7 +266,7 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
         raise InputError(f"{id_prop}: no rows")
     # A header row: first row whose id has no CIF and whose second column is no number.
     _, first = rows[0]
-    if not cif_file(folder, first[0]).exists():
+    if not locate(folder, first[0])[0].exists():
         second = first[1] if len(first) > 1 else ""
         try:
             float(second)
@@ -273,8 +304,8 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
             if not math.isfinite(value):
                 raise InputError(f"{id_prop}, line {lineno}: target {row[1]!r} is not finite")
             targets.append(value)
-        path = cif_file(folder, cif_id)
-        if not path.is_file():
+        path, frame = locate(folder, cif_id)
+        if frame is None and not path.is_file():
             reason = missing_reason(path) if os.path.lexists(path) else "not found"
             raise InputError(f"{id_prop}, line {lineno}: {cif_id}.cif {reason} in {folder}")
         ids.append(cif_id)

@@ -23,35 +23,14 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from cgcnn import InputError
-from cgcnn.crystals.structure import check_structure
+from cgcnn.crystals.checks import check_structure
+from cgcnn.crystals.names import STRUCTURE_FORMATS, structure_format
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-__all__ = ["STRUCTURE_FORMATS", "structure_format", "structures_from_text",
-           "structure_from_object"]
-
-#: Formats read, by file name: ``cif`` (``*.cif``), ``poscar`` (``POSCAR*``, ``CONTCAR*``, ``*.vasp``),
-#: ``json`` (``*.json``), ``extxyz`` (``*.extxyz``, ``*.xyz``; each frame one crystal).
-STRUCTURE_FORMATS = ("cif", "poscar", "json", "extxyz")
-
-
-def structure_format(name: str | os.PathLike) -> str | None:
-    """The format of a structure file by its name (:data:`STRUCTURE_FORMATS`), or None for another file."""
-    base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
-    if base.startswith("._"):  # macOS metadata beside a file in an archive
-        return None
-    lower = base.lower()
-    if lower.endswith(".cif") and len(base) > 4:
-        return "cif"
-    if lower.endswith(".vasp") or base.startswith(("POSCAR", "CONTCAR")):
-        return "poscar"
-    if lower.endswith(".json") and lower != "atom_init.json":
-        return "json"
-    if lower.endswith((".extxyz", ".xyz")):
-        return "extxyz"
-    return None
-
+__all__ = ["STRUCTURE_FORMATS", "structure_format", "structures_from_text", "structure_from_object", "read_frames",
+           "frame_name"]
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -111,21 +90,45 @@ def structures_from_text(text: str, source: str, fmt: str, max_sites: int | None
             raise InputError(f"{source}: not a readable pymatgen structure JSON ({_first_line(exc)})") from None
         return [("", _sorted(check_structure(structure, source, max_sites)))]
     if fmt == "extxyz":
-        from ase.io import read
-
-        try:
-            frames = read(io.StringIO(text), index=":", format="extxyz")
-        except Exception as exc:
-            raise InputError(f"{source}: not a readable extended XYZ file ({_first_line(exc)})") from None
-        if not frames:
-            raise InputError(f"{source}: no frames")
-        out = []
-        for k, atoms in enumerate(frames):
-            suffix = _frame_id(atoms, k)
-            name = f"{source}{suffix}" if suffix.startswith(":") else f"{source}:{suffix}"
-            out.append((suffix, structure_from_object(atoms, name, max_sites)))
-        return out
+        return [(suffix, structure_from_object(atoms, frame_name(source, source, suffix)[1], max_sites))
+                for suffix, atoms in read_frames(text, source)]
     raise InputError(f"{source}: unknown structure format {fmt!r}; one of {', '.join(STRUCTURE_FORMATS)}")
+
+
+def read_frames(text: str, source: str) -> list[tuple[str, Any]]:
+    """The frames of an extended XYZ file's text, read by ASE (``ase.io.read(..., format="extxyz")``), unchecked.
+
+    Returns
+    -------
+    list of (suffix, ase.Atoms)
+        In file order; ``suffix`` is the frame's id from its ``info`` (``cif_id``, ``material_id``, ``id`` or
+        ``name``), else ``:INDEX`` (0-based); :func:`frame_name` makes its ``cif_id`` and source from it.
+
+    Raises
+    ------
+    InputError
+        A file ASE cannot read, or one without frames, naming ``source``.
+    """
+    from ase.io import read
+
+    try:
+        frames = read(io.StringIO(text), index=":", format="extxyz")
+    except Exception as exc:  # ASE raises many types on bad files
+        raise InputError(f"{source}: not a readable extended XYZ file ({_first_line(exc)})") from None
+    if not frames:
+        raise InputError(f"{source}: no frames")
+    return [(_frame_id(atoms, k), atoms) for k, atoms in enumerate(frames)]
+
+
+def frame_name(file_name: str, source: str | os.PathLike, suffix: str) -> tuple[str, str]:
+    """The ``cif_id`` and the source (for messages) of a frame of the extxyz file ``file_name`` (a file name,
+    ``source`` naming the file: a path, or ``archive:member``), from its suffix (:func:`read_frames`): the
+    frame's own id and ``SOURCE:ID``, or ``STEM:INDEX`` (the file name without its suffix) and ``SOURCE:INDEX``."""
+    if suffix.startswith(":"):
+        base = str(file_name).replace("\\", "/").rsplit("/", 1)[-1]
+        stem = base.rsplit(".", 1)[0] if "." in base else base
+        return stem + suffix, f"{source}{suffix}"
+    return suffix, f"{source}:{suffix}"
 
 
 def _frame_id(atoms, index: int) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from cgcnn import InputError
 
 __all__ = ["MAX_CIF_BYTES", "MAX_KEPT_BYTES", "MAX_LINK_HOPS", "MAX_LINK_PASSES", "MemberError", "read_cif_bytes",
-           "TarLinks", "list_tar", "tar_members", "zip_reader"]
+           "TarLinks", "list_tar", "not_utf8", "tar_members", "zip_reader"]
 
 MAX_CIF_BYTES = 50_000_000
 """Largest CIF, in bytes (50 MB), read from a file or an archive member.
@@ -67,6 +67,18 @@ def _read_bounded(f, source) -> bytes:
         raise MemberError(f"{source}: more than {MAX_CIF_BYTES:,} bytes, the limit per CIF "
                           "(cgcnn.crystals.MAX_CIF_BYTES); not read")
     return data
+
+
+def not_utf8(data: bytes) -> str | None:
+    """What a file's bytes are when they are plainly not UTF-8 or ASCII text: UTF-16 or UTF-32
+    (a byte-order mark) or NUL bytes (UTF-16 without one, or binary); None otherwise."""
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(bom):
+            return f"is {name} text (it starts with a {name} byte-order mark); save it as UTF-8"
+    if b"\x00" in data:
+        return "holds NUL bytes (UTF-16 text without a byte-order mark, or not text); save it as UTF-8"
+    return None
 
 
 def read_cif_bytes(path: str | os.PathLike) -> bytes:

@@ -20,7 +20,16 @@ import numpy as np
 import torch
 
 from cgcnn import InputError
-from cgcnn.crystals import cif_file, read_cif_bytes, read_id_prop, read_structure
+from cgcnn.crystals import (
+    locate,
+    read_cif_bytes,
+    read_crystal,
+    read_frame,
+    read_id_prop,
+    read_structure,
+    structure_format,
+)
+from cgcnn.crystals.frames import frame_source
 from cgcnn.data.atom_features import atom_table_array, atom_table_from_dict, load_atom_init, missing_elements
 from cgcnn.data.graph import GaussianDistance, Graph, GraphParams, build_graph, check_neighbour_count
 from cgcnn.data.graphcache import (
@@ -161,8 +170,15 @@ class CIFData(torch.utils.data.Dataset):
         return self.targets is not None
 
     def cif_path(self, idx: int) -> Path:
-        """The CIF of row ``idx`` (:func:`cif_file`: ``<cif_id>.cif``, else ``<cif_id>.CIF``)."""
-        return cif_file(self.root, self.ids[idx])
+        """The structure file of row ``idx`` (:func:`cgcnn.crystals.cif_file`: ``<cif_id>.cif``, else ``<cif_id>.CIF``, a
+        POSCAR, a pymatgen JSON; an extxyz frame's file: :func:`cgcnn.crystals.locate`)."""
+        path, _ = locate(self.root, self.ids[idx])
+        return path
+
+    def source(self, idx: int) -> str:
+        """What names row ``idx``'s crystal in messages: its file, or ``FILE:ID`` for an extxyz frame."""
+        path, frame = locate(self.root, self.ids[idx])
+        return str(path) if frame is None else frame_source(path, frame)
 
     def _disk_key(self, path: Path) -> str:
         return graph_cache_key(read_cif_bytes(path), self.params)
@@ -172,9 +188,12 @@ class CIFData(torch.utils.data.Dataset):
         graph = self._cache.get(idx)
         if graph is not None:
             return graph
-        path = self.cif_path(idx)
+        path, frame = locate(self.root, self.ids[idx])
         disk = key = structure = None
-        if self.cache_dir is not None:
+        if frame is not None:  # an extxyz frame: no file of its own, no graph cached on disk
+            structure = read_frame(path, frame, self.max_sites)
+            path = frame_source(path, frame)
+        elif self.cache_dir is not None and structure_format(path) == "cif":
             cif = path.read_bytes()
             key = graph_cache_key(cif, self.params)
             disk = self.cache_dir / f"{key}{CACHE_SUFFIX}"
@@ -213,14 +232,14 @@ class CIFData(torch.utils.data.Dataset):
         if self.structure_info is None:
             raise ValueError("this dataset computes no structure_info")
         if idx not in self._info:
-            self._info[idx] = self.structure_info(read_structure(self.cif_path(idx), self.max_sites))
+            self._info[idx] = self.structure_info(read_crystal(self.root, self.ids[idx], self.max_sites))
         return self._info[idx]
 
     def _check_elements(self, idx: int, numbers: np.ndarray) -> None:
         missing = missing_elements(self._atom_table, numbers)
         if missing:
             raise InputError(
-                f"{self.cif_path(idx)}: element(s) {', '.join(missing)} not in {self.atom_init_source}"
+                f"{self.source(idx)}: element(s) {', '.join(missing)} not in {self.atom_init_source}"
             )
 
     def __getitem__(self, idx: int):

@@ -190,17 +190,18 @@ def read_groups(table, column: str, ids: Sequence[str]) -> np.ndarray:
 
 
 def structure_types(folder, ids: Sequence[str]) -> np.ndarray:
-    """:func:`cgcnn.transfer.descriptors.structure_type` of every crystal ``<folder>/<cif_id>.cif`` of ``ids``.
+    """:func:`cgcnn.transfer.descriptors.structure_type` of every crystal of ``ids`` in the data folder
+    ``folder`` (its file, or its extxyz frame: :func:`cgcnn.crystals.read_crystal`).
 
     Raises
     ------
     InputError
-        For an unreadable CIF (as :func:`cgcnn.crystals.read_structure`).
+        For an unreadable crystal (as :func:`cgcnn.crystals.read_structure`).
     """
-    from cgcnn.data import cif_file, read_structure
+    from cgcnn.crystals import read_crystal
     from cgcnn.transfer import structure_type
 
-    return np.asarray([structure_type(read_structure(cif_file(folder, i))) for i in ids], dtype=object)
+    return np.asarray([structure_type(read_crystal(folder, i)) for i in ids], dtype=object)
 
 
 def summarize(predictions: pd.DataFrame) -> pd.DataFrame:

@@ -32,12 +32,14 @@ def format_row(cif_id: str, value, settings) -> dict:
 
 
 def crystal_row(crystal: CrystalText, settings, device: str, calc=None):
-    """The row of one crystal (:func:`format_row`) from its CIF bytes, computed by
+    """The row of one crystal (:func:`format_row`) from its file's bytes (or its structure), computed by
     :func:`~cgcnn.refine.phonons.bte_kappa`; an :class:`InputError` (a CIF that cannot be read) or a failure of
     the computation propagates."""
     from cgcnn.refine.phonons import bte_kappa
 
     if crystal.error:
         raise InputError(crystal.error)
-    structure = read_structure_text(crystal.data, crystal.source)
+    structure = crystal.structure  # an extxyz frame, read with its file
+    if structure is None:
+        structure = read_structure_text(crystal.data, crystal.source, fmt=crystal.fmt)
     return format_row(crystal.cif_id, bte_kappa(structure, settings, calc=calc, device=device), settings)

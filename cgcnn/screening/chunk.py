@@ -1,4 +1,4 @@
-"""A chunk's crystals made ready for the networks: read from their CIF bytes and turned into graphs
+"""A chunk's crystals made ready for the networks: read from their files' bytes and turned into graphs
 (and structure descriptors) in any process, then read as the dataset each model expects.
 
 :func:`prepare_crystal` is what :meth:`cgcnn.data.dataset.CIFData.graph` does, from a crystal's bytes
@@ -81,11 +81,12 @@ def _prepare_quietly(spec: PrepSpec, crystal: CrystalText) -> Prepared:
         return Prepared(error=crystal.error)
     try:
         graphs, structure = [], crystal.structure
-        check = (None if crystal.data is None else
+        cif = crystal.data is not None and crystal.fmt == "cif"  # graphs are cached on disk for CIFs only
+        check = (None if not cif else
                  CifNumbers(crystal.data, lambda: read_structure_text(crystal.data, crystal.source, spec.max_sites)))
         for params in spec.params:
             graph = disk = key = None
-            if spec.cache_dir is not None and crystal.data is not None:
+            if spec.cache_dir is not None and cif:
                 key = graph_cache_key(crystal.data, params)
                 disk = Path(spec.cache_dir) / f"{key}{CACHE_SUFFIX}"
                 graph = load_cached_graph(disk, key, params, check, crystal.source)
@@ -93,7 +94,7 @@ def _prepare_quietly(spec: PrepSpec, crystal: CrystalText) -> Prepared:
                     structure = check.structure
             if graph is None:
                 if structure is None:
-                    structure = read_structure_text(crystal.data, crystal.source, spec.max_sites)
+                    structure = read_structure_text(crystal.data, crystal.source, spec.max_sites, crystal.fmt)
                 check_neighbour_count(structure, params.radius, crystal.source)
                 graph = build_graph(structure, params, name=crystal.cif_id)
                 if disk is not None:
@@ -105,7 +106,7 @@ def _prepare_quietly(spec: PrepSpec, crystal: CrystalText) -> Prepared:
             from cgcnn.transfer import structure_descriptors
 
             if structure is None:
-                structure = read_structure_text(crystal.data, crystal.source, spec.max_sites)
+                structure = read_structure_text(crystal.data, crystal.source, spec.max_sites, crystal.fmt)
             desc = structure_descriptors([structure])[0]
         return Prepared(graphs=graphs, desc=desc)
     except InputError as exc:
