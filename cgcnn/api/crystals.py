@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cgcnn import InputError
 from cgcnn.crystals import (
+    CrystalInput,
     CrystalText,
     file_frames,
     open_input,
@@ -17,7 +18,7 @@ from cgcnn.crystals import (
     structure_id,
 )
 
-__all__ = ["crystals_of"]
+__all__ = ["crystals_of", "open_structures"]
 
 _ID_KEYS = ("cif_id", "material_id", "id", "name")
 
@@ -49,16 +50,31 @@ def _of_file(path: Path) -> Iterator[CrystalText]:
                           fmt="extxyz")
 
 
-def _items(structures) -> Iterator[tuple[str | None, CrystalText]]:
+def open_structures(structures):
+    """``structures`` as :func:`crystals_of` reads them: one path of a data folder or an archive opened
+    (:func:`cgcnn.crystals.open_input`: a :class:`cgcnn.crystals.CrystalInput`, whose folder's
+    ``atom_init.json`` counts as for the command line), one structure file as a list of it, anything else as is.
+
+    Raises
+    ------
+    InputError
+        The faults of :func:`cgcnn.crystals.open_input`.
+    """
     if isinstance(structures, str | os.PathLike):
         path = Path(structures)
         if path.is_dir() or not path.is_file() or structure_format(path) is None:
-            data = open_input(path)  # a data folder or an archive of CIFs: its own ids, in order
-            for _, chunk in data.chunks(1000, set()):
-                for crystal in chunk:
-                    yield crystal.cif_id, crystal
-            return
-        structures = [path]
+            return open_input(path)  # a data folder or an archive: its own ids, in order
+        return [path]
+    return structures
+
+
+def _items(structures) -> Iterator[tuple[str | None, CrystalText]]:
+    structures = open_structures(structures)
+    if isinstance(structures, CrystalInput):
+        for _, chunk in structures.chunks(1000, set()):
+            for crystal in chunk:
+                yield crystal.cif_id, crystal
+        return
     for position, obj in enumerate(structures):
         if isinstance(obj, str | os.PathLike):
             for crystal in _of_file(Path(obj)):
@@ -75,7 +91,7 @@ def crystals_of(structures, ids=None) -> Iterator[CrystalText]:
 
     Parameters
     ----------
-    structures : iterable, or path
+    structures : iterable, path, or CrystalInput
         pymatgen ``Structure`` and ASE ``Atoms`` (each checked as a CIF's crystal, sorted as ``CifParser``
         sorts a CIF's sites; :func:`cgcnn.crystals.structure_from_object`), and paths of structure files:
         ``.cif``, ``POSCAR``/``CONTCAR``/``*.vasp``, pymatgen ``*.json`` (read later, as screening reads a

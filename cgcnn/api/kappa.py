@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from cgcnn import InputError
-from cgcnn.api.crystals import crystals_of
+from cgcnn.api.crystals import crystals_of, open_structures
 from cgcnn.api.routes import Route, fit_route, predict_route
 
 __all__ = ["KappaModel"]
@@ -40,23 +40,6 @@ def _models(route: Route, device=None):
     sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in route.paths]
     props = load_property_models(route.prop_paths, device=device) if route.descriptors == "slack" else None
     return sources, props
-
-
-def _tables(models, atom_init) -> tuple[list, list]:
-    """Each model's atom feature table: ``atom_init`` when given, else the one its checkpoint stores."""
-    from cgcnn.data import load_atom_init
-
-    tables, sources = [], []
-    for model in models:
-        if atom_init is not None:
-            tables.append(load_atom_init(atom_init))
-            sources.append(str(atom_init))
-        elif model.atom_init is not None:
-            tables.append(model.atom_init)
-            sources.append("the given atom feature table")
-        else:
-            raise InputError(f"{model.path}: the checkpoint stores no atom feature table; give atom_init=")
-    return tables, sources
 
 
 class KappaModel:
@@ -209,11 +192,15 @@ class KappaModel:
 
     # ------------------------------------------------------------------------------------------
 
-    def _screener(self, layer, level: float | None = None):
-        from cgcnn.screening import Screener, ScreenSettings
+    def _screener(self, layer, level: float | None = None, data=None):
+        """The screening engine for these models; ``data``: the :class:`cgcnn.crystals.CrystalInput` read (a
+        folder's ``atom_init.json`` counts, as for the command line), None for crystals of a session."""
+        from cgcnn.crystals import CrystalInput
+        from cgcnn.screening import Screener, ScreenSettings, atom_tables
 
         models = self.sources + (list(self.property_models.values()) if self.route.descriptors == "slack" else [])
-        tables, table_sources = _tables(models, self.atom_init)
+        data = data if isinstance(data, CrystalInput) else None
+        tables, table_sources = atom_tables(models, data, self.atom_init, option="atom_init=")
         settings = ScreenSettings(batch_size=self.batch_size, workers=self.workers, level=level, progress=False)
         settings.check()
         return Screener(self.sources, self.property_models, self.route.descriptors, layer, tables, table_sources,
@@ -233,7 +220,8 @@ class KappaModel:
         """:class:`cgcnn.transfer.Features` of crystals, chunk by chunk (rows in input order)."""
         from cgcnn.transfer import Features
 
-        screener = self._screener(None)
+        structures = open_structures(structures)
+        screener = self._screener(None, data=structures)
         parts = []
         for _, chunk in self._chunks(structures, ids, targets, screener.settings.chunk):
             _, _, _, feats = screener.chunk_features(chunk, screener.prepare(chunk))
@@ -291,7 +279,8 @@ class KappaModel:
 
         from cgcnn.screening import RESULT_COLUMNS, local_shards
 
-        screener = self._screener(self.layer, interval)
+        structures = open_structures(structures)
+        screener = self._screener(self.layer, interval, data=structures)
         self.layer.check_inputs(screener.record())
         chunks = self._chunks(structures, ids, None, screener.settings.chunk)
         rows = [shard.results for shard in local_shards(screener, chunks, screener.settings)]

@@ -318,10 +318,21 @@ class Screener:
 
 
 
-def atom_tables(models: Sequence, data: CrystalInput, atom_init=None) -> tuple[list[dict], list[str]]:
+def atom_tables(models: Sequence, data: CrystalInput | None = None, atom_init=None,
+                option: str = "--atom-init") -> tuple[list[dict], list[str]]:
     """Each model's atom feature table for ``data``, chosen as :meth:`SourceModel.dataset` chooses it:
     ``atom_init`` (``--atom-init``) when given, else the folder's ``atom_init.json``, else the
     table stored in the checkpoint.
+
+    Parameters
+    ----------
+    models : sequence of SourceModel
+    data : CrystalInput, optional
+        The input (a folder's ``atom_init.json`` counts); None for crystals of a Python session.
+    atom_init : path, optional
+        The table given.
+    option : str
+        How the user gives ``atom_init``, for the message (``--atom-init``, or ``atom_init=`` in Python).
 
     Returns
     -------
@@ -334,21 +345,21 @@ def atom_tables(models: Sequence, data: CrystalInput, atom_init=None) -> tuple[l
     ------
     InputError
         The faults of :func:`cgcnn.data.load_atom_init`; no table at all (an upstream
-        checkpoint and an archive without ``--atom-init``).
+        checkpoint and an archive, or crystals of a Python session, without ``option``).
     """
     tables, sources = [], []
     for model in models:
-        path = atom_init if atom_init is not None else data.atom_init
+        path = atom_init if atom_init is not None else (data.atom_init if data is not None else None)
         if path is not None:
             tables.append(load_atom_init(path))
             sources.append(str(path))
         elif model.atom_init is not None:
             tables.append(model.atom_init)
             sources.append("the given atom feature table")
-        elif data.kind == "folder":
+        elif data is not None and data.kind == "folder":
             tables.append(load_atom_init(data.path / "atom_init.json"))  # raises: not found
             sources.append(str(data.path / "atom_init.json"))
         else:
-            raise InputError(f"{model.path}: stores no atom feature table; give --atom-init for the archive "
-                             f"{data.path}")
+            where = f"the archive {data.path}" if data is not None else "these crystals"
+            raise InputError(f"{model.path}: stores no atom feature table; give {option} for {where}")
     return tables, sources
