@@ -97,40 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     return document_ranges(p)
 
 
-def _settings(args) -> tuple[str, str]:
-    """The last-layer type and descriptor level the options ask for."""
-    if args.original:
-        if args.last_layer_type not in (None, "mlp") or args.descriptors not in (None, "none"):
-            raise InputError("--original means --last-layer-type mlp --descriptors none; give one or the other")
-        return "mlp", "none"
-    return args.last_layer_type or "auto", args.descriptors or "slack"
-
-
-def _member_paths(paths: list[str], prop_names: list[str], folders: list[str]) -> tuple[list[str], list[Path]]:
-    """Source and property-model paths of the models a last layer was fit with: with one MODELPATH, its
-    ensemble members' sources are the recorded ``member_folders`` (relative to its folder) holding a
-    file of its name; each member's property models (recorded by file name, three per member) lie
-    beside its source model."""
-    if len(paths) == 1 and folders:
-        base = Path(paths[0]).parent
-        paths = paths + [str(base / f / Path(paths[0]).name) for f in folders]
-    dirs = [Path(p).parent for p in paths]
-    return paths, [dirs[min(i // 3, len(dirs) - 1)] / name for i, name in enumerate(prop_names)]
-
-
 def _input_names(paths: list[str], prop_paths: list[Path]) -> dict:
     """The model files a run reads, by a name for messages (no output may overwrite them)."""
     inputs = {f"MODELPATH ({p})": p for p in paths}
     inputs.update({f"property model ({p})": p for p in prop_paths})
     return inputs
-
-
-def _property_paths(args, first_source: str) -> list[Path]:
-    from cgcnn.transfer import default_property_models
-
-    if args.property_models:
-        return [Path(p) for p in args.property_models.split(",") if p]
-    return default_property_models(first_source)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,35 +116,19 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--cv-folds 1 cannot cross-validate; give 2 or more, or 0 for none")
     if args.interval is not None and not 0.5 <= args.interval < 1:
         raise InputError(f"--interval must lie in [0.5, 1), not {args.interval:g}")
-    paths = [p for p in args.modelpath.split(",") if p]
-    if not paths:
-        raise InputError("MODELPATH names no model")
+    from cgcnn.api import fit_route, model_paths, predict_route
+
+    model_paths(args.modelpath)  # names a model
     device = "cpu" if args.disable_cuda else None
-    layer = None
     if args.train == 0:
         layer = LastLayer.load(args.last_layer, trust_pickle=args.trust_pickle)
-        kind, descriptors = layer.kind, layer.inputs.get("descriptors", "none")
-        if args.descriptors and args.descriptors != descriptors:
-            raise InputError(f"{args.last_layer}: fit with --descriptors {descriptors}, not {args.descriptors}")
-    else:
-        kind, descriptors = _settings(args)
-    prop_paths = _property_paths(args, paths[0]) if descriptors == "slack" else []
-    if args.train == 1 and args.descriptors is None and not args.property_models and descriptors == "slack" \
-            and not all(p.is_file() for p in prop_paths):
-        descriptors, prop_paths = "structure", []
-        args.descriptors_note = (f"no property models ({', '.join(p.name for p in _property_paths(args, paths[0]))}) "
-                                 f"beside {paths[0]}: descriptors 'structure'")
-    if args.train == 0 and layer.inputs.get("property_models") and not args.property_models:
-        # the models it was fit with, by name, beside the first source model (and in its members' folders)
-        paths, prop_paths = _member_paths(paths, [s["name"] for s in layer.inputs["property_models"]],
-                                          layer.inputs.get("member_folders", []))
-    if args.train == 1 and descriptors == "slack" and args.members == "auto" and len(paths) == 1 \
-            and not args.property_models:
-        from cgcnn.transfer import with_members
-
-        paths, prop_paths = with_members(paths, prop_paths)
-    if args.train == 0:
-        return _screen(args, paths, layer, descriptors, prop_paths, device)
+        route = predict_route(args.modelpath, layer, args.property_models)
+        if args.descriptors and args.descriptors != route.descriptors:
+            raise InputError(f"{args.last_layer}: fit with --descriptors {route.descriptors}, not {args.descriptors}")
+        return _screen(args, route.paths, layer, route.descriptors, route.prop_paths, device)
+    route = fit_route(args.modelpath, args.last_layer_type, args.descriptors, args.property_models, args.members,
+                      args.original)
+    kind, descriptors, paths, prop_paths = route.kind, route.descriptors, route.paths, route.prop_paths
     import pandas as pd
 
     from cgcnn.model import SourceModel
@@ -218,14 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         with outs:
             outs.write_csv(args.test_results, source_results)
             layer.save_to(outs, args.last_layer)
-        _print_fit(layer, args, n, feats.X.shape[1], descriptors, level)
+        _print_fit(layer, args, n, feats.X.shape[1], descriptors, level, route.note)
     log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s")
     return 0
 
 
-def _print_fit(layer, args, n: int, n_inputs: int, descriptors: str, level: float) -> None:
+def _print_fit(layer, args, n: int, n_inputs: int, descriptors: str, level: float, decided: str | None) -> None:
     """The summary of ``--train 1``: what was fit and how its type was chosen, its errors, and how its
-    interval was calibrated (or that it has none); every line says what ran."""
+    interval was calibrated (or that it has none); every line says what ran; ``decided``: the route's note."""
     from cgcnn.transfer import conformal_folds
 
     cv, iv = layer.cv, layer.interval
@@ -236,8 +191,8 @@ def _print_fit(layer, args, n: int, n_inputs: int, descriptors: str, level: floa
         chosen += " (chosen by cross-validation)" if no_cv is None else " (auto's default: no cross-validation ran)"
     print(f"fit the {chosen} last layer on {n} crystals x {n_inputs} inputs "
           f"(descriptors: {descriptors}) -> {args.last_layer}")
-    if getattr(args, "descriptors_note", None):
-        print(f"note: {args.descriptors_note}")
+    if decided:  # what the route decided for the user (cgcnn.api.fit_route)
+        print(f"note: {decided}")
     note = ""
     if layer.kind == "gp" and layer.train_mae < 0.01:
         note = (" (a Gaussian process passes through its training data: judge it by the cross-validated MAE)"
