@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from cgcnn import InputError
+from cgcnn.options import MAX_SEED, OPTION_RANGES, Range, check_values
+
+__all__ = ["MAX_SEED", "OPTION_RANGES", "Range", "add_compat_options", "add_graph_options", "add_quiet_option",
+           "add_screen_options", "add_seed_option", "check_counts", "check_options", "document_ranges", "run_main",
+           "seed_value"]
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
@@ -34,10 +37,6 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except KeyboardInterrupt as exc:  # an OutputSet's interrupt after its files were renamed says so
         print(str(exc) or "interrupted; earlier output files are left as they were", file=sys.stderr)
         return 130
-
-
-#: Largest seed: numpy's ``RandomState`` takes 0 ... 2**32 - 1 (torch takes more).
-MAX_SEED = 2**32 - 1
 
 
 def seed_value(text: str) -> int:
@@ -97,77 +96,6 @@ def check_counts(args, at_least_one: tuple[str, ...] = ("batch_size",), non_nega
             raise InputError(f"{option} must be between 0 and 1, not {value}")
 
 
-# --------------------------------------------------------------------------------------------------
-# the range of every numeric option
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric option takes: ``lo`` ... ``hi``, an end excluded where ``lo_open`` or
-    ``hi_open``; a float must also be finite."""
-
-    lo: float
-    hi: float
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def __contains__(self, value) -> bool:
-        if not math.isfinite(value):
-            return False
-        above = value > self.lo if self.lo_open else value >= self.lo
-        below = value < self.hi if self.hi_open else value <= self.hi
-        return above and below
-
-    def text(self) -> str:
-        """The range as the help shows it, e.g. ``1 ... 100000``, ``(0, 10]``, ``[0.5, 1)``."""
-        if not (self.lo_open or self.hi_open):
-            return f"{_num(self.lo)} ... {_num(self.hi)}"
-        return f"{'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
-
-    def why(self, value) -> str:
-        """What ``value`` (outside the range) must be, in the words of the project's messages:
-        ``must not be negative``, ``must be at least 1``, ``must be a positive number``, ``must be
-        between 0 and 1``, ``must lie in [0.5, 1)``, ``must be at most 1024``."""
-        if self.hi_open:
-            return f"must lie in {self.text()}"
-        if (self.lo, self.hi, self.lo_open) == (0, 1, False):
-            return "must be between 0 and 1"
-        if math.isnan(value) or (value <= self.lo if self.lo_open else value < self.lo):
-            if self.lo == 0:
-                return "must be a positive number" if self.lo_open else "must not be negative"
-            return f"must be at least {_num(self.lo)}" if not self.lo_open else f"must lie in {self.text()}"
-        return f"must be at most {_num(self.hi)}"
-
-
-#: Every numeric option of the command-line tools, by its ``dest``, and the range it must lie in
-#: (shown by ``--help``; :func:`check_options` refuses anything else before any work).  The
-#: upper ends are what no run needs and what would exhaust memory or time instead: e.g. a
-#: batch of 10⁵ crystals, ``--atom-fea-len`` 1024 (upstream 64), ``--max-num-nbr``
-#: :data:`cgcnn.data.MAX_NEIGHBOURS`.
-OPTION_RANGES: dict[str, Range] = {
-    # every tool
-    "batch_size": Range(1, 100_000), "workers": Range(0, 1024), "print_freq": Range(0, 1_000_000),
-    "chunk_size": Range(1, 10_000_000),
-    # transfer_learning_kappa.py and cgcnn.evaluate
-    "interval": Range(0.5, 1, hi_open=True), "cv_folds": Range(0, 1000),
-    "splits": Range(1, 1000), "train_fraction": Range(0, 1, lo_open=True, hi_open=True), "kfold": Range(2, 1000),
-    "group_folds": Range(2, 1000), "finetune": Range(0, 100_000), "finetune_patience": Range(0, 100_000),
-    "finetune_batch_size": Range(1, 100_000), "finetune_lr": Range(0, 10, lo_open=True),
-    # cgcnn.train
-    "epochs": Range(1, 1_000_000), "start_epoch": Range(0, 1_000_000), "lr": Range(0, 10, lo_open=True),
-    "lr_milestones": Range(0, 1_000_000), "momentum": Range(0, 1), "weight_decay": Range(0, 1),
-    "train_ratio": Range(0, 1), "val_ratio": Range(0, 1), "test_ratio": Range(0, 1),
-    "train_size": Range(1, 1_000_000_000), "val_size": Range(0, 1_000_000_000), "test_size": Range(0, 1_000_000_000),
-    "atom_fea_len": Range(1, 1024), "h_fea_len": Range(1, 4096), "n_conv": Range(1, 32), "n_h": Range(1, 32),
-    "radius": Range(0, 50, lo_open=True), "max_num_nbr": Range(1, 1000), "step": Range(0, 50, lo_open=True),
-    "freeze_convs": Range(0, 32), "patience": Range(0, 1_000_000),
-}
-
-
 def document_ranges(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add each numeric option's range (:data:`OPTION_RANGES`) to its ``--help`` line."""
     for action in parser._actions:
@@ -179,7 +107,7 @@ def document_ranges(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def check_options(args: argparse.Namespace) -> None:
     """Refuse, before any work, a numeric option outside its range (:data:`OPTION_RANGES`): not
     finite, or too small or too large.  Options not given (None) are not checked; a list (``nargs``)
-    is checked value by value.
+    is checked value by value (:func:`cgcnn.options.check_values`).
 
     Raises
     ------
@@ -187,13 +115,7 @@ def check_options(args: argparse.Namespace) -> None:
         One line naming the option, e.g. ``--finetune-lr must be a positive number, not nan`` or
         ``--atom-fea-len must be at most 1024, not 100000000``.
     """
-    for dest, value in vars(args).items():
-        allowed = OPTION_RANGES.get(dest)
-        if allowed is None or value is None or isinstance(value, bool):
-            continue
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if v not in allowed:
-                raise InputError(f"--{dest.replace('_', '-')} {allowed.why(v)}, not {v}")
+    check_values(vars(args))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -170,8 +170,8 @@ class CIFData(torch.utils.data.Dataset):
         return self.targets is not None
 
     def cif_path(self, idx: int) -> Path:
-        """The structure file of row ``idx`` (:func:`cgcnn.crystals.cif_file`: ``<cif_id>.cif``, else ``<cif_id>.CIF``, a
-        POSCAR, a pymatgen JSON; an extxyz frame's file: :func:`cgcnn.crystals.locate`)."""
+        """The structure file of row ``idx`` (:func:`cgcnn.crystals.cif_file`: ``<cif_id>.cif``, else
+        ``<cif_id>.CIF``, a POSCAR, a pymatgen JSON; an extxyz frame's file: :func:`cgcnn.crystals.locate`)."""
         path, _ = locate(self.root, self.ids[idx])
         return path
 
