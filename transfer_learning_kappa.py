@@ -97,25 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     return document_ranges(p)
 
 
-def _input_names(paths: list[str], prop_paths: list[Path]) -> dict:
-    """The model files a run reads, by a name for messages (no output may overwrite them)."""
-    inputs = {f"MODELPATH ({p})": p for p in paths}
-    inputs.update({f"property model ({p})": p for p in prop_paths})
-    return inputs
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_options(args)  # every numeric option in its range, before any work
+    check_options(args)  # every numeric option in its range (--cv-folds not 1), before any work
     from cgcnn.transfer import LastLayer
 
     check_counts(args, non_negative=("workers",))
-    if args.cv_folds < 0:
-        raise InputError(f"--cv-folds must not be negative, not {args.cv_folds}")
-    if args.cv_folds == 1:
-        raise InputError("--cv-folds 1 cannot cross-validate; give 2 or more, or 0 for none")
-    if args.interval is not None and not 0.5 <= args.interval < 1:
-        raise InputError(f"--interval must lie in [0.5, 1), not {args.interval:g}")
     from cgcnn.api import fit_route, model_paths, predict_route
 
     model_paths(args.modelpath)  # names a model
@@ -125,15 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         route = predict_route(args.modelpath, layer, args.property_models)
         if args.descriptors and args.descriptors != route.descriptors:
             raise InputError(f"{args.last_layer}: fit with --descriptors {route.descriptors}, not {args.descriptors}")
-        return _screen(args, route.paths, layer, route.descriptors, route.prop_paths, device)
+        return _screen(args, route, layer, device)
     route = fit_route(args.modelpath, args.last_layer_type, args.descriptors, args.property_models, args.members,
                       args.original)
-    kind, descriptors, paths, prop_paths = route.kind, route.descriptors, route.paths, route.prop_paths
+    kind, descriptors = route.kind, route.descriptors
     import pandas as pd
 
-    from cgcnn.model import SourceModel
     from cgcnn.outputs import OutputSet
-    from cgcnn.transfer import compute_features, inputs_record, load_property_models
+    from cgcnn.transfer import compute_features, inputs_record
 
     for option in ("resume", "dask", "chunk_size"):
         if getattr(args, option):
@@ -145,16 +131,14 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = Path(args.cifpath)
     _check_targets(folder, args)  # before any feature is computed
-    inputs = _input_names(paths, prop_paths)
+    inputs = route.model_files()
     inputs.update(data_folder_inputs(folder, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
     outputs = {"--last-layer": args.last_layer, "--test-results": args.test_results}
     outs = OutputSet(outputs, inputs=inputs)  # checked before the long part
 
     t0 = time.time()
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    kwargs = {"device": device} if device else {}
-    sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
-    props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
+    sources, props = route.load_models(device)
     feats = compute_features(sources, folder, batch_size=args.batch_size, workers=args.workers,
                              atom_init=args.atom_init, cache_dir=args.cache_dir, progress=not args.quiet,
                              descriptors=descriptors, property_models=props)
@@ -245,13 +229,13 @@ def _screen_settings(args):
                           progress=not args.quiet, cache_dir=args.cache_dir)
 
 
-def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device) -> int:
-    """``--train 0``: screen CIFPATH chunk by chunk (:func:`cgcnn.screen.screen`) and print the summary."""
+def _screen(args, route, layer, device) -> int:
+    """``--train 0``: screen CIFPATH chunk by chunk (:func:`cgcnn.screen.screen`) with the models of ``route``
+    (:func:`cgcnn.api.predict_route`) and print the summary."""
     from cgcnn.crystals import check_log10_kappa, data_folder_inputs, open_input
-    from cgcnn.model import SourceModel, network_threads
+    from cgcnn.model import network_threads
     from cgcnn.outputs import OutputSet
     from cgcnn.screening import Screener, atom_tables, dask_log, screen
-    from cgcnn.transfer import load_property_models
 
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
     settings = _screen_settings(args)
@@ -261,7 +245,8 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
         check_log10_kappa(data.targets, data.path / "id_prop.csv", data.ids)
     results = Path(args.results)
     skipped = results.with_name("skipped.csv") if args.on_error == "skip" else None
-    inputs = _input_names(paths, prop_paths)
+    descriptors = route.descriptors
+    inputs = route.model_files()
     inputs["--last-layer"] = args.last_layer
     if data.kind == "folder":
         inputs.update(data_folder_inputs(data.path, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
@@ -273,9 +258,7 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
 
     t0 = time.time()
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    kwargs = {"device": device} if device else {}
-    sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in paths]
-    props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
+    sources, props = route.load_models(device)
     models = sources + (list(props.values()) if props else [])
     tables, table_sources = atom_tables(models, data, args.atom_init)
     screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings)

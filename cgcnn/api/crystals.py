@@ -68,22 +68,26 @@ def open_structures(structures):
     return structures
 
 
-def _items(structures) -> Iterator[tuple[str | None, CrystalText]]:
+def _items(structures, given: list[str] | None) -> Iterator[CrystalText]:
     structures = open_structures(structures)
     if isinstance(structures, CrystalInput):
         for _, chunk in structures.chunks(1000, set()):
-            for crystal in chunk:
-                yield crystal.cif_id, crystal
+            yield from chunk
         return
+    count = 0  # crystals so far (a file of frames gives several)
     for position, obj in enumerate(structures):
         if isinstance(obj, str | os.PathLike):
             for crystal in _of_file(Path(obj)):
-                yield crystal.cif_id, crystal
+                count += 1
+                yield crystal
         else:
             own = _own_id(obj)
             name = own if own is not None else str(position)
+            if given is not None and count < len(given):
+                name = given[count]  # the id given names it in messages too
             structure = structure_from_object(obj, f"crystal {name}")
-            yield own, CrystalText(cif_id=name, source=f"crystal {name}", data=None, structure=structure)
+            count += 1
+            yield CrystalText(cif_id=name, source=f"crystal {name}", data=None, structure=structure)
 
 
 def crystals_of(structures, ids=None) -> Iterator[CrystalText]:
@@ -111,7 +115,7 @@ def crystals_of(structures, ids=None) -> Iterator[CrystalText]:
     """
     given = None if ids is None else [str(i) for i in ids]
     count = 0
-    for count, (_, crystal) in enumerate(_items(structures), start=1):
+    for count, crystal in enumerate(_items(structures, given), start=1):
         if given is not None:
             if count > len(given):
                 raise InputError(f"ids: {len(given)} given for more crystals")

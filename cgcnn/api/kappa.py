@@ -32,16 +32,6 @@ from cgcnn.api.routes import Route, fit_route, predict_route
 __all__ = ["KappaModel"]
 
 
-def _models(route: Route, device=None):
-    from cgcnn.model import SourceModel
-    from cgcnn.transfer import load_property_models
-
-    kwargs = {"device": device} if device else {}
-    sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in route.paths]
-    props = load_property_models(route.prop_paths, device=device) if route.descriptors == "slack" else None
-    return sources, props
-
-
 class KappaModel:
     """A fitted last layer with its source models: κ_L of any crystal, log10 κ_L in W m⁻¹ K⁻¹.
 
@@ -100,9 +90,9 @@ class KappaModel:
     @classmethod
     def fit(cls, structures_or_folder, log10_kappa=None, source: str | os.PathLike = "models/source.pth.tar", *,
             last_layer_type: str | None = None, descriptors: str | None = None, property_models: str | None = None,
-            members: str = "auto", original: bool = False, seed: int = 0, cv_folds: int = 5, interval: float = 0.9,
-            ids=None, batch_size: int = 500, workers: int | None = 0, atom_init=None, cache_dir=None,
-            device=None, progress: bool = False) -> KappaModel:
+            members: str = "auto", original: bool = False, seed: int = 0, cv_folds: int = 5,
+            interval: float | None = None, ids=None, batch_size: int = 500, workers: int | None = 0, atom_init=None,
+            cache_dir=None, device=None, progress: bool = False) -> KappaModel:
         """Fit the last layer, with the options and defaults of ``transfer_learning_kappa.py --train 1``.
 
         Parameters
@@ -116,7 +106,9 @@ class KappaModel:
             The κ source model (several comma-separated; ``MODELPATH``).
         last_layer_type, descriptors, property_models, members, original, seed, cv_folds, interval
             As ``--last-layer-type`` (default ``auto``), ``--descriptors`` (default ``slack``),
-            ``--property-models``, ``--members``, ``--original``, ``--seed``, ``--cv-folds`` and ``--interval``.
+            ``--property-models``, ``--members``, ``--original``, ``--seed``, ``--cv-folds`` and ``--interval``
+            (default 0.9; as there, a level given is checked against the number of crystals, the default
+            gives no interval where the crystals are too few).
         ids : sequence of str, optional
             ``cif_id`` of the crystals (default: their own ids, else their positions).
         batch_size, workers, atom_init, cache_dir, device, progress
@@ -129,11 +121,15 @@ class KappaModel:
             As ``--train 1``: a crystal, folder, model or option at fault, targets that are not log10 κ_L.
         """
         from cgcnn.data import check_log10_kappa
+        from cgcnn.options import check_values
         from cgcnn.transfer import LastLayer, check_level, compute_features, inputs_record
 
+        check_values({"seed": seed, "cv_folds": cv_folds, "interval": interval, "batch_size": batch_size,
+                      "workers": workers}, prefix="")
         route = fit_route(str(source), last_layer_type, descriptors, property_models, members, original)
-        sources, props = _models(route, device)
-        if isinstance(structures_or_folder, str | os.PathLike) and Path(structures_or_folder).is_dir():
+        sources, props = route.load_models(device)
+        given = Path(structures_or_folder) if isinstance(structures_or_folder, str | os.PathLike) else None
+        if given is not None and (given.is_dir() or not given.exists()):  # a data folder (or none: said so)
             if log10_kappa is not None:
                 raise InputError("log10_kappa goes with crystals; a data folder's targets are in its id_prop.csv")
             folder = Path(structures_or_folder)
@@ -158,17 +154,30 @@ class KappaModel:
         n = len(feats.ids)
         if n < 2:
             raise InputError(f"{where}: the last layer needs at least 2 crystals with targets, got {n}")
-        if not 0.5 <= interval < 1:
-            raise InputError(f"interval must lie in [0.5, 1), not {interval:g}")
-        check_level(interval, n, where)
-        layer = LastLayer.fit(feats.X, targets, route.kind, seed, cv_folds, level=interval,
+        if interval is not None:
+            check_level(interval, n, where)
+        level = 0.9 if interval is None else interval
+        layer = LastLayer.fit(feats.X, targets, route.kind, seed, cv_folds, level=level,
                               inputs=inputs_record(sources, feats, route.descriptors, props), groups=feats.groups)
         return cls(layer, route, sources, props, batch_size=batch_size, workers=workers, atom_init=atom_init,
                    device=device)
 
     def save(self, path: str | os.PathLike = "last_layer.sav") -> None:
-        """Write ``last_layer.sav`` (the file ``--train 1`` writes; atomically)."""
-        self.layer.save(path)
+        """Write ``last_layer.sav`` (the file ``--train 1`` writes; atomically), never over a model file it
+        reads (:class:`cgcnn.outputs.OutputSet`, as the command line).
+
+        Raises
+        ------
+        InputError
+            ``path`` is one of the model files (or the atom feature table), or cannot be written.
+        """
+        from cgcnn.outputs import OutputSet
+
+        inputs = self.route.model_files()
+        inputs["atom_init"] = self.atom_init
+        outs = OutputSet({"path": path}, inputs=inputs)
+        with outs:
+            self.layer.save_to(outs, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike = "last_layer.sav", source: str | os.PathLike = "models/source.pth.tar", *,
@@ -182,11 +191,13 @@ class KappaModel:
         InputError
             An unreadable or refused file; a missing model.
         """
+        from cgcnn.options import check_values
         from cgcnn.transfer import LastLayer
 
+        check_values({"batch_size": batch_size, "workers": workers}, prefix="")
         layer = LastLayer.load(path, trust_pickle=trust_pickle)
         route = predict_route(str(source), layer, property_models)
-        sources, props = _models(route, device)
+        sources, props = route.load_models(device)
         return cls(layer, route, sources, props, batch_size=batch_size, workers=workers, atom_init=atom_init,
                    device=device)
 
@@ -277,9 +288,14 @@ class KappaModel:
         """
         import pandas as pd
 
+        from cgcnn.crystals import CrystalInput, check_log10_kappa
+        from cgcnn.options import check_values
         from cgcnn.screening import RESULT_COLUMNS, local_shards
 
+        check_values({"interval": interval}, prefix="")
         structures = open_structures(structures)
+        if isinstance(structures, CrystalInput) and structures.targets is not None:  # as --train 0: log10 κ_L
+            check_log10_kappa(structures.targets, structures.path / "id_prop.csv", structures.ids)
         screener = self._screener(self.layer, interval, data=structures)
         self.layer.check_inputs(screener.record())
         chunks = self._chunks(structures, ids, None, screener.settings.chunk)

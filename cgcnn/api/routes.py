@@ -45,6 +45,30 @@ class Route:
     prop_paths: list = field(default_factory=list)
     note: str | None = None
 
+    def model_files(self) -> dict:
+        """The model files the transfer reads, by a name for messages (``MODELPATH (path)``, ``property model
+        (path)``): no output may overwrite them (:class:`cgcnn.outputs.OutputSet`'s ``inputs``)."""
+        inputs = {f"MODELPATH ({p})": p for p in self.paths}
+        inputs.update({f"property model ({p})": p for p in self.prop_paths})
+        return inputs
+
+    def load_models(self, device=None) -> tuple[list, dict | None]:
+        """The source models (:class:`cgcnn.model.SourceModel`, regression checked) and, with ``slack``
+        descriptors, the property models by name (:func:`cgcnn.transfer.load_property_models`; else None).
+
+        Raises
+        ------
+        InputError
+            A model missing, unreadable, not a regression model, or of the wrong property.
+        """
+        from cgcnn.model import SourceModel
+        from cgcnn.transfer import load_property_models
+
+        kwargs = {"device": device} if device else {}
+        sources = [SourceModel.load(p, require_regression=True, **kwargs) for p in self.paths]
+        props = load_property_models(self.prop_paths, device=device) if self.descriptors == "slack" else None
+        return sources, props
+
 
 def model_paths(modelpath: str) -> list[str]:
     """The comma-separated source models of ``MODELPATH``.
