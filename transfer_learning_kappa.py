@@ -5,8 +5,9 @@
     python transfer_learning_kappa.py --train 0 models/source.pth.tar db.tar.gz --on-error skip --resume
 
 ``--train 0`` screens its input chunk by chunk (:mod:`cgcnn.screening.run`): a folder or a
-``.tar``/``.tar.gz``/``.zip`` archive of CIFs, in bounded memory, its rows written to
-shards as they are done and gathered in input order at the end; ``--on-error skip``
+``.tar``/``.tar.gz``/``.zip`` archive of structure files (CIF, POSCAR, pymatgen JSON, extxyz frames),
+in bounded memory, its rows written to shards as they are done and gathered in input order at the
+end; ``--on-error skip``
 leaves unreadable crystals to ``skipped.csv``; ``--resume`` continues an interrupted
 run; ``--dask local|ADDRESS`` spreads the chunks over a Dask cluster.
 
@@ -57,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("modelpath", metavar="MODELPATH",
                    help="source model checkpoint (.pth.tar); several, comma-separated, concatenate their crys_fea")
     p.add_argument("cifpath", metavar="CIFPATH",
-                   help="data folder: <cif_id>.cif files, id_prop.csv (cif_id,log10 κ_L) and atom_init.json; "
-                        "--train 0 also takes a .tar, .tar.gz or .zip archive of CIFs")
+                   help="data folder: <cif_id>.cif files (or .vasp, POSCAR*, .json, frames of .extxyz), id_prop.csv "
+                        "(cif_id,log10 κ_L) and atom_init.json; --train 0 also takes a .tar, .tar.gz or .zip archive "
+                        "of such files")
     p.add_argument("--train", default=1, type=int, choices=[0, 1], help="1: fit the last layer; 0: predict with it")
     p.add_argument("-b", "--batch-size", default=500, type=int, help="crystals per batch of the source model")
     p.add_argument("-j", "--workers", default=None, type=int,

@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("modelpath", metavar="MODELPATH",
                    help="source model checkpoint (.pth.tar); several, comma-separated, concatenate their crys_fea")
     p.add_argument("cifpath", metavar="CIFPATH",
-                   help="data folder: <cif_id>.cif files, id_prop.csv (cif_id,log10 κ_L) and atom_init.json")
+                   help="data folder: <cif_id>.cif files (or .vasp, POSCAR*, .json, frames of .extxyz), id_prop.csv "
+                        "(cif_id,log10 κ_L) and atom_init.json")
     p.add_argument("--out-dir", default="evaluation", help="folder for metrics.md, predictions.csv, parity.png")
     p.add_argument("--splits", default=9, type=int, help="random splits, seeds 0..N-1 (ParAIsite protocol)")
     p.add_argument("--train-fraction", default=0.8, type=float, help="training part of each random split")

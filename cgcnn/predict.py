@@ -4,8 +4,9 @@
     python -m cgcnn.predict MODELPATH db.tar.gz --on-error skip --resume [--dask local]
 
 CIFPATH is a CGCNN data folder (``id_prop.csv``, with or without targets, or
-none at all; one ``<cif_id>.cif`` per crystal; ``atom_init.json``), or a ``.tar``,
-``.tar.gz`` or ``.zip`` archive of CIFs (read without unpacking, in archive order).
+none at all; one ``<cif_id>.cif`` per crystal, or a POSCAR, a pymatgen JSON or an extxyz frame:
+:mod:`cgcnn.crystals.folder`; ``atom_init.json``), or a ``.tar``, ``.tar.gz`` or ``.zip`` archive
+of such files (read without unpacking, in archive order).
 The command line screens it chunk by chunk (:mod:`cgcnn.screening.run`: bounded memory,
 ``--on-error skip`` with ``skipped.csv`` beside ``--out``, ``--resume``, ``--dask``);
 :func:`predict` returns a whole folder's predictions as one table.  The output
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Predict crystal properties with a trained CGCNN (Xie & Grossman, PRL 120, 145301, 2018).",
     )
     parser.add_argument("modelpath", help="path to the trained model checkpoint")
-    parser.add_argument("cifpath", help="data folder: id_prop.csv (optional), CIF files, atom_init.json")
+    parser.add_argument("cifpath", help="data folder: id_prop.csv (optional), structure files (CIF, POSCAR, "
+                        "pymatgen JSON, extxyz), atom_init.json; or an archive of them")
     add_loader_options(parser, batch_size=256, batch_help="mini-batch size")
     parser.set_defaults(workers=available_cores())  # -j: graph-building processes, all cores by default
     add_compat_options(parser)

@@ -238,8 +238,9 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
     if not id_prop.exists():
         if os.path.lexists(id_prop):  # a broken symbolic link or a loop: not "no id_prop.csv"
             raise InputError(f"{id_prop}: {missing_reason(id_prop)}")
-        files = sorted((p for p in folder.iterdir() if structure_id(p.name) is not None and p.is_file()),
-                       key=lambda p: p.name)
+        listing = list(folder.iterdir())
+        files = sorted((p for p in listing if structure_id(p.name) is not None and p.is_file()), key=lambda p: p.name)
+        extxyz = any(structure_format(p.name) == "extxyz" for p in listing)
         seen: dict[str, Path] = {}
         for p in files:
             stem = structure_id(p.name)
@@ -248,7 +249,7 @@ def read_id_prop(folder: str | os.PathLike) -> tuple[list[str], np.ndarray | Non
                                  "says which)")
             seen[stem] = p
         ids = sorted(seen)
-        for cif_id, (name, _) in folder_frames(folder).items():
+        for cif_id, (name, _) in (folder_frames(folder) if extxyz else {}).items():
             if cif_id in seen:
                 raise InputError(f"{folder}: both {seen[cif_id].name} and a frame of {name} are {cif_id!r}; keep one")
             ids.append(cif_id)

@@ -1,7 +1,7 @@
 """Screening a structure database with a fitted last layer: streaming, in bounded memory,
 resumable, on one machine or on a ``dask.distributed`` cluster.
 
-The crystals of the input (:mod:`cgcnn.crystals.archive`: a folder or an archive of CIFs) are
+The crystals of the input (:mod:`cgcnn.crystals.archive`: a folder or an archive of structure files) are
 cut into chunks of ``chunk_size`` crystals, a multiple of ``batch_size``.  Each chunk is
 screened on its own: graphs built (by a pool of processes, or inside a Dask worker), the
 source and property networks run batch by batch, descriptors and the last layer
