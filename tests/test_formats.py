@@ -61,8 +61,9 @@ def test_names_give_formats_and_ids():
     from cgcnn.crystals import structure_format, structure_id
 
     assert [structure_format(n) for n in ("a.cif", "a.CIF", "POSCAR", "CONTCAR_1", "a.vasp", "mp-1.json",
-                                          "atom_init.json", "all.extxyz", "t.xyz", "id_prop.csv", "._a.cif")] == \
-        ["cif", "cif", "poscar", "poscar", "poscar", "json", None, "extxyz", "extxyz", None, None]
+                                          "atom_init.json", "id_prop.json", "all.extxyz", "t.xyz", "id_prop.csv",
+                                          "._a.cif")] == \
+        ["cif", "cif", "poscar", "poscar", "poscar", "json", None, None, "extxyz", "extxyz", None, None]
     assert [structure_id(n) for n in ("NaCl.cif", "NaCl.vasp", "POSCAR_NaCl", "mp-1.json", "all.extxyz")] == \
         ["NaCl", "NaCl", "POSCAR_NaCl", "mp-1", None]
 

@@ -6,7 +6,8 @@ Formats, by file name (any case of a suffix):
 - ``cif``: ``*.cif``;
 - ``poscar``: VASP's ``POSCAR*``, ``CONTCAR*`` and ``*.vasp``;
 - ``json``: pymatgen's ``Structure.as_dict()`` (or a Materials Project document holding one under
-  ``structure``) in ``*.json``, except ``atom_init.json`` (an atom feature table);
+  ``structure``) in ``*.json``, except ``atom_init*.json`` (atom feature tables) and ``id_prop*.json``
+  (:data:`NOT_STRUCTURES`);
 - ``extxyz``: extended XYZ, ``*.extxyz`` and ``*.xyz``, each frame one crystal.
 
 Nothing here reads a file; :mod:`cgcnn.crystals.formats` reads them.
@@ -16,11 +17,15 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["STRUCTURE_FORMATS", "SINGLE_SUFFIXES", "structure_format", "structure_id"]
+__all__ = ["NOT_STRUCTURES", "STRUCTURE_FORMATS", "SINGLE_SUFFIXES", "structure_format", "structure_id"]
 
 #: Formats read, by file name: ``cif`` (``*.cif``), ``poscar`` (``POSCAR*``, ``CONTCAR*``, ``*.vasp``),
 #: ``json`` (``*.json``), ``extxyz`` (``*.extxyz``, ``*.xyz``; each frame one crystal).
 STRUCTURE_FORMATS = ("cif", "poscar", "json", "extxyz")
+
+#: Beginnings of the names of a data folder's JSON files that hold no crystal (any case): ``atom_init.json``
+#: (an atom feature table, or another one named ``atom_init_*.json``) and ``id_prop*.json``.
+NOT_STRUCTURES = ("atom_init", "id_prop")
 
 #: Suffixes of the files that hold one crystal named by the file (``<cif_id><suffix>``), in the order a
 #: data folder's ``<cif_id>`` is looked for (:func:`cgcnn.crystals.cif_file`).
@@ -38,7 +43,7 @@ def structure_format(name: str | os.PathLike) -> str | None:
         return "cif"
     if (lower.endswith(".vasp") and len(base) > 5) or base.startswith(("POSCAR", "CONTCAR")):
         return "poscar"
-    if lower.endswith(".json") and len(base) > 5 and lower != "atom_init.json":
+    if lower.endswith(".json") and len(base) > 5 and not lower.startswith(NOT_STRUCTURES):
         return "json"
     if lower.endswith((".extxyz", ".xyz")):
         return "extxyz"
