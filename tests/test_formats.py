@@ -184,3 +184,33 @@ def test_faults_of_frames_and_files_name_them(tmp_path):
     (folder / "close.cif").write_text((SAMPLE / "C.cif").read_text())
     with pytest.raises(InputError, match="both close.cif and close.json; keep one"):
         read_id_prop(folder)
+
+
+def test_fit_on_a_folder_of_other_formats_is_the_fit_on_their_cifs(tmp_path):
+    """--train 1's route (KappaModel.fit on a data folder: CIFData) reads POSCARs, JSON and extxyz frames named
+    in id_prop.csv as their CIFs: the same last-layer inputs and fit (small random model, ridge)."""
+    from ase.io import write
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.vasp import Poscar
+
+    from cgcnn import KappaModel
+    from conftest import TARGETS, crystals, make_checkpoint, one_hot_table, write_folder
+
+    source = make_checkpoint(tmp_path / "small.pth.tar")
+    table = one_hot_table()
+    cifs = write_folder(tmp_path / "cifs", crystals(), TARGETS, atom_init=table)
+    mix = write_folder(tmp_path / "mix", {}, atom_init=table)
+    s = crystals()
+    Poscar(s["NaCl"]).write_file(mix / "NaCl.vasp")
+    Poscar(s["Si"]).write_file(mix / "POSCAR_Si")
+    (mix / "MgO.json").write_text(s["MgO"].to_json())
+    atoms = AseAtomsAdaptor.get_atoms(s["GaAs"])
+    write(mix / "frames.extxyz", [atoms], format="extxyz")  # no id of its own: frames:0
+    ids = {"NaCl": "NaCl", "Si": "POSCAR_Si", "MgO": "MgO", "GaAs": "frames:0"}
+    (mix / "id_prop.csv").write_text("".join(f"{ids[k]},{TARGETS[k]}\n" for k in crystals()))
+    options = dict(source=source, last_layer_type="ridge", descriptors="structure", members="none", cv_folds=0)
+    want, got = KappaModel.fit(cifs, **options), KappaModel.fit(mix, **options)
+    assert got.train_mae == pytest.approx(want.train_mae, rel=1e-5, abs=1e-9)
+    a, b = want.featurize(cifs), got.featurize(mix)
+    assert list(b.index) == [ids[k] for k in crystals()]
+    np.testing.assert_allclose(b.to_numpy(), a.to_numpy(), rtol=1e-5, atol=1e-6)
