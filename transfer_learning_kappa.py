@@ -293,7 +293,8 @@ def _screen_settings(args):
 def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device) -> int:
     """``--train 0``: screen CIFPATH chunk by chunk (:func:`cgcnn.screen.screen`) and print the summary."""
     from cgcnn.crystals import check_log10_kappa, data_folder_inputs, open_input
-    from cgcnn.model import SourceModel, network_threads
+    from cgcnn.data import single_threaded
+    from cgcnn.model import SourceModel
     from cgcnn.outputs import OutputSet
     from cgcnn.screening import Screener, atom_tables, dask_log, screen
     from cgcnn.transfer import load_property_models
@@ -325,9 +326,8 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     tables, table_sources = atom_tables(models, data, args.atom_init)
     screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings)
     layer.check_inputs(screener.record())
-    # the networks run here while the pool builds the next chunk's graphs (not with --dask)
-    pool = 0 if args.dask or sources[0].device.type != "cpu" else args.workers
-    with network_threads(pool):
+    # the graphs and the networks run in the pool's processes (-j), the last layer here: one thread each
+    with single_threaded():
         summary = screen(screener, data, outs, results, Path(args.test_results), skipped, Path(args.last_layer),
                          trust_pickle=args.trust_pickle, device=device, log=log)
     n = summary.n

@@ -236,7 +236,7 @@ class KappaModel:
         screener = self._screener(None)
         parts = []
         for _, chunk in self._chunks(structures, ids, targets, screener.settings.chunk):
-            _, _, _, feats = screener.chunk_features(chunk, screener.prepare(chunk))
+            _, _, _, feats = screener.chunk_features(chunk, screener.batches(chunk))
             parts.append(feats)
         if not parts:
             raise InputError("no crystals given")
