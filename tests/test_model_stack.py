@@ -85,3 +85,30 @@ def test_run_batches_as_each_source_model_run(twelve):
                                       progress=False)
         np.testing.assert_array_equal(fea, own_fea)
         np.testing.assert_array_equal(pred, own_pred)
+
+
+def test_a_batch_runs_in_slices_as_each_slice_alone(twelve, monkeypatch):
+    """On a CPU a batch of more than SLICE_ATOMS atoms runs in slices of consecutive crystals: the outputs are
+    those of each slice collated and run alone, bit for bit."""
+    import cgcnn.model.stack as stack
+
+    monkeypatch.setattr(stack, "SLICE_ATOMS", 100)
+    model = twelve[3]
+    data = model.dataset(REPO / "data" / "sample")
+    items = [data[i] for i in range(len(data))]
+    batch = collate_pool(items)[0]
+    slices = stack._slices(batch)
+    sizes = [len(s[3]) for s in slices]
+    assert len(slices) > 5 and sum(sizes) == 62 and all(s[0].shape[0] <= 100 or len(s[3]) == 1 for s in slices)
+    fea, pred = ModelSet([model], [None]).run({None: batch})
+    start, own_fea, own_pred = 0, [], []
+    for size in sizes:
+        part = collate_pool(items[start:start + size])[0]
+        with torch.inference_mode():
+            crys = model.net.crystal_features(*part)
+            f, p = model.outputs(crys, model.net.fc_out(crys))
+        own_fea.append(f)
+        own_pred.append(p)
+        start += size
+    np.testing.assert_array_equal(fea[0], np.concatenate(own_fea))
+    np.testing.assert_array_equal(pred[0], np.concatenate(own_pred))
