@@ -88,11 +88,12 @@ def test_run_batches_as_each_source_model_run(twelve):
 
 
 def test_a_batch_runs_in_slices_as_each_slice_alone(twelve, monkeypatch):
-    """On a CPU a batch of more than SLICE_ATOMS atoms runs in slices of consecutive crystals: the outputs are
-    those of each slice collated and run alone, bit for bit."""
+    """On a CPU a batch runs in slices of consecutive crystals, within blocks of SLICE_CRYSTALS from its start,
+    of at most SLICE_ATOMS atoms: the outputs are those of each slice collated and run alone, bit for bit."""
     import cgcnn.model.stack as stack
 
     monkeypatch.setattr(stack, "SLICE_ATOMS", 100)
+    monkeypatch.setattr(stack, "SLICE_CRYSTALS", 16)
     model = twelve[3]
     data = model.dataset(REPO / "data" / "sample")
     items = [data[i] for i in range(len(data))]
@@ -100,6 +101,8 @@ def test_a_batch_runs_in_slices_as_each_slice_alone(twelve, monkeypatch):
     slices = stack._slices(batch)
     sizes = [len(s[3]) for s in slices]
     assert len(slices) > 5 and sum(sizes) == 62 and all(s[0].shape[0] <= 100 or len(s[3]) == 1 for s in slices)
+    ends = np.cumsum(sizes)
+    assert {16, 32, 48} <= set(ends.tolist())  # no slice straddles a block
     fea, pred = ModelSet([model], [None]).run({None: batch})
     start, own_fea, own_pred = 0, [], []
     for size in sizes:

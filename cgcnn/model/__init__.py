@@ -53,6 +53,8 @@ from cgcnn.model.source import (
     network_threads,
 )
 from cgcnn.model.stack import (
+    SLICE_ATOMS,
+    SLICE_CRYSTALS,
     ModelSet,
     NetworkStack,
     run_batches,
@@ -61,7 +63,7 @@ from cgcnn.model.stack import (
 __all__ = [
     "ConvLayer", "CrystalGraphConvNet", "EpochCallback", "FitSettings", "ModelInfo", "ModelSet",
     "NETWORK_THREADS", "NORMALIZER_SAMPLE", "NetworkSettings", "NetworkStack", "Normalizer", "PROJECT_KEYS",
-    "SourceModel", "SplitSettings", "TrainSettings",
+    "SLICE_ATOMS", "SLICE_CRYSTALS", "SourceModel", "SplitSettings", "TrainSettings",
     "batch_index", "choose_atom_init", "default_device", "finetune", "fit_network", "freeze_layers",
     "load_checkpoint", "make_checkpoint", "make_optimizer", "network_threads", "normalizer_from_checkpoint",
     "run_batches", "run_epoch", "save_checkpoint", "state_dict_mismatch",

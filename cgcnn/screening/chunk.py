@@ -211,9 +211,11 @@ class BatchMaker:
     descriptors, the atom-table check and, where the networks run on a CPU, every model's ``crys_fea``
     and predictions, with :data:`cgcnn.model.NETWORK_THREADS` torch threads.
 
-    A batch is a run of ``batch_size`` crystals of the input (a chunk starts at a multiple of it); its
-    networks run on its crystals without error, the same batch wherever it is made (a graph-building
-    process, this process with ``-j 0``, a Dask worker), so results do not depend on where.
+    What it is given is a block of a batch (:meth:`cgcnn.screening.screener.Screener.blocks`: at most
+    :data:`cgcnn.model.SLICE_CRYSTALS` crystals from a multiple of it from the start of a batch of
+    ``batch_size``, chunks starting at multiples of ``batch_size``); its networks run on its crystals
+    without error, the same block wherever it is made (a pool's process, this process with ``-j 0``, a
+    Dask worker), so results do not depend on where.
 
     Parameters
     ----------

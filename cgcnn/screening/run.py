@@ -128,16 +128,15 @@ def _pool_workers(settings: ScreenSettings) -> int:
 
 def local_shards(screener: Screener, chunks, settings: ScreenSettings):
     """Yield each chunk's Shard (:meth:`Screener.finish`), in order, for ``chunks``, an iterator of
-    ``(index, list of CrystalText)``.  Each batch of ``batch_size`` crystals is one task of a pool of
+    ``(index, list of CrystalText)``.  Each block of a batch (:meth:`Screener.blocks`) is one task of a pool of
     ``settings.workers`` processes (:mod:`cgcnn.data.pool`; none: all here): its graphs, descriptors and, on a
     CPU, networks (:class:`cgcnn.screening.chunk.BatchMaker`); this process runs the last layer on each chunk.
-    Chunks are submitted ahead, two batches per process at least, so that no process waits."""
+    Chunks are submitted ahead, two blocks per process at least, so that no process waits."""
     workers = _pool_workers(settings)
     if workers < 1:
         for index, crystals in chunks:
             yield screener.finish(index, crystals, screener.batches(crystals))
         return
-    b = settings.batch_size
     pool = start_pool(workers, screener.maker)
     pending: deque = deque()
     queued = 0  # batches submitted and not yet given to the last layer
@@ -148,7 +147,7 @@ def local_shards(screener: Screener, chunks, settings: ScreenSettings):
         if item is None:
             return False
         index, crystals = item
-        futures = [pool.submit(run_tasks, make_batch, [crystals[i:i + b]]) for i in range(0, len(crystals), b)]
+        futures = [pool.submit(run_tasks, make_batch, [crystals[i:j]]) for i, j in screener.blocks(len(crystals))]
         pending.append((index, crystals, futures))
         queued += len(futures)
         return True

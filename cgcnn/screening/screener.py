@@ -227,10 +227,19 @@ class Screener:
                                   len(self.sources), self.descriptors, np.zeros((0, len(STRUCTURE_DESCRIPTORS))))
         return inputs_record(self.sources, feats, self.descriptors, self.property_models)
 
-    def batches(self, crystals: Sequence[CrystalText]) -> list[BatchOut]:
-        """A chunk's batches (``batch_size`` crystals each) made in this process."""
+    def blocks(self, n: int) -> list[tuple[int, int]]:
+        """(start, end) of the blocks of a chunk of ``n`` crystals: each batch of ``batch_size`` crystals
+        cut into blocks of :data:`cgcnn.model.SLICE_CRYSTALS` from its start, the units the networks run
+        on (:func:`cgcnn.model.stack._slices`) and the tasks of the pool."""
+        from cgcnn.model import SLICE_CRYSTALS
+
         b = self.settings.batch_size
-        return [self.maker.make(crystals[i:i + b]) for i in range(0, len(crystals), b)]
+        return [(i, min(i + SLICE_CRYSTALS, start + b, n))
+                for start in range(0, n, b) for i in range(start, min(start + b, n), SLICE_CRYSTALS)]
+
+    def batches(self, crystals: Sequence[CrystalText]) -> list[BatchOut]:
+        """A chunk's blocks (:meth:`blocks`) made in this process."""
+        return [self.maker.make(crystals[i:j]) for i, j in self.blocks(len(crystals))]
 
     def chunk_features(self, crystals: Sequence[CrystalText], outs: Sequence[BatchOut]):
         """The last-layer inputs of a chunk's crystals whose batches are made (:meth:`batches`, or by a
