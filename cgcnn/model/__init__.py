@@ -6,9 +6,10 @@ checkpoint format, the source model that turns crystals into ``crys_fea``, and t
 - :mod:`~cgcnn.model.checkpoint`: checkpoints loaded safely and saved (:func:`load_checkpoint`,
   :func:`make_checkpoint`, :func:`save_checkpoint`), the target :class:`Normalizer`, :class:`ModelInfo`;
 - :mod:`~cgcnn.model.source`: :class:`SourceModel`, a trained network applied to crystals (``crys_fea``,
-  predictions) on the CPU or a GPU, with its fixed torch threads (:func:`network_threads`);
+  predictions) on the CPU or a GPU;
 - :mod:`~cgcnn.model.stack`: several source models on the same batches (:class:`ModelSet`,
-  :func:`run_batches`), networks of one architecture as one batched call (:class:`NetworkStack`);
+  :func:`run_batches`) with fixed torch threads (:func:`network_threads`), networks of one
+  architecture as one batched call (:class:`NetworkStack`);
 - :mod:`~cgcnn.model.settings`, :mod:`~cgcnn.model.fit`: training settings and loop (upstream ``main.py``;
   staged fine-tuning of ParAIsite, :func:`finetune`).
 
@@ -46,17 +47,17 @@ from cgcnn.model.settings import (
     TrainSettings,
 )
 from cgcnn.model.source import (
-    NETWORK_THREADS,
     SourceModel,
     choose_atom_init,
     default_device,
-    network_threads,
 )
 from cgcnn.model.stack import (
+    NETWORK_THREADS,
     SLICE_ATOMS,
     SLICE_CRYSTALS,
     ModelSet,
     NetworkStack,
+    network_threads,
     run_batches,
 )
 

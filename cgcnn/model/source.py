@@ -8,7 +8,6 @@ J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018)).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,36 +21,12 @@ from cgcnn.model.checkpoint import ModelInfo, Normalizer, load_checkpoint, norma
 from cgcnn.model.network import CrystalGraphConvNet
 from cgcnn.outputs import file_sha256
 
-__all__ = ["NETWORK_THREADS", "SourceModel", "choose_atom_init", "default_device", "network_threads"]
+__all__ = ["SourceModel", "choose_atom_init", "default_device"]
 
 
 def default_device() -> torch.device:
     """``cuda`` when torch sees a GPU, else ``cpu``: where :class:`SourceModel` runs by default."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-#: torch's intra-op threads of the networks on a CPU, in every process that runs them (this one with
-#: ``-j 0``, a graph-building process, a Dask worker): fixed, because torch splits some of the network's
-#: reductions by thread count (3 threads give other last bits than 1, 2 or 4), so that a crystal's
-#: ``crys_fea`` and predictions depend on neither ``-j``, nor the machine's cores, nor Dask.
-NETWORK_THREADS = 1
-
-
-@contextlib.contextmanager
-def network_threads(threads: int = NETWORK_THREADS):
-    """torch's intra-op threads set to ``threads`` (default :data:`NETWORK_THREADS`) within the block,
-    restored on exit: where the networks run on a CPU.  Cores are used by running the networks in
-    several processes (the graph-building pool), each with one thread, never by threads that would
-    compete with that pool's processes for the cores."""
-    before = torch.get_num_threads()
-    if threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def choose_atom_init(root: str | os.PathLike, atom_init, stored: dict | None):

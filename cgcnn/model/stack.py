@@ -9,6 +9,8 @@ and the Debye, bulk and shear property models) with one architecture and one inp
   stacked weights because the convolution's gathers and in-place sums are outside ``vmap``'s support.
   It gives each network's ``crys_fea`` to about 1e-6 relative of the network run alone (the same
   arithmetic in another order).
+- :func:`network_threads`: the fixed torch threads (:data:`NETWORK_THREADS`) the networks run with on a
+  CPU, wherever they run;
 - :class:`ModelSet`: the models of a run, grouped by their input (graph parameters and atom feature
   table: a batch is collated once per input) and architecture.  On a GPU a group runs as one
   :class:`NetworkStack`; on a CPU its networks run one after the other on the shared input, which
@@ -19,6 +21,7 @@ and the Debye, bulk and shear property models) with one architecture and one inp
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -27,7 +30,32 @@ import torch.nn.functional as F
 
 from cgcnn.model.network import CrystalGraphConvNet, batch_index
 
-__all__ = ["SLICE_ATOMS", "SLICE_CRYSTALS", "NetworkStack", "ModelSet", "architecture", "run_batches", "to_device"]
+__all__ = ["NETWORK_THREADS", "SLICE_ATOMS", "SLICE_CRYSTALS", "network_threads", "NetworkStack", "ModelSet",
+           "architecture", "run_batches", "to_device"]
+
+
+#: torch's intra-op threads of the networks on a CPU, in every process that runs them (this one with
+#: ``-j 0``, a graph-building process, a Dask worker): fixed, because torch splits some of the network's
+#: reductions by thread count (3 threads give other last bits than 1, 2 or 4), so that a crystal's
+#: ``crys_fea`` and predictions depend on neither ``-j``, nor the machine's cores, nor Dask.
+NETWORK_THREADS = 1
+
+
+@contextlib.contextmanager
+def network_threads(threads: int = NETWORK_THREADS):
+    """torch's intra-op threads set to ``threads`` (default :data:`NETWORK_THREADS`) within the block,
+    restored on exit: where the networks run on a CPU.  Cores are used by running the networks in
+    several processes (the graph-building pool), each with one thread, never by threads that would
+    compete with that pool's processes for the cores."""
+    before = torch.get_num_threads()
+    if threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def architecture(net: CrystalGraphConvNet) -> tuple:
@@ -294,7 +322,6 @@ def run_batches(model_set: ModelSet, datasets: Mapping, batch_size: int = 256, w
     from tqdm.auto import tqdm
 
     from cgcnn.data import build_graphs, collate_pool
-    from cgcnn.model.source import network_threads
 
     keys = model_set.inputs
     n = len(datasets[keys[0]])
