@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", default=1, type=int, choices=[0, 1], help="1: fit the last layer; 0: predict with it")
     p.add_argument("-b", "--batch-size", default=500, type=int, help="crystals per batch of the source model")
     p.add_argument("-j", "--workers", default=None, type=int,
-                   help="graph-building processes (default: all cores; 0: none)")
+                   help="worker processes: graphs and descriptors and, with --train 0 on a CPU, the networks "
+                        "(default: all cores; 0: none). The last layer's fits of --train 1 use all cores")
     add_compat_options(p)
     p.add_argument("--last-layer", default="last_layer.sav", help="file of the fitted last layer")
     p.add_argument("--last-layer-type", default=None, choices=LAST_LAYER_TYPES,
