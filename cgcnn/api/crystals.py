@@ -12,6 +12,7 @@ from cgcnn.crystals import (
     CrystalText,
     file_frames,
     open_input,
+    own_id,
     read_cif_bytes,
     structure_format,
     structure_from_object,
@@ -19,20 +20,6 @@ from cgcnn.crystals import (
 )
 
 __all__ = ["crystals_of", "open_structures"]
-
-_ID_KEYS = ("cif_id", "material_id", "id", "name")
-
-
-def _own_id(obj) -> str | None:
-    """A Structure's ``properties`` or an Atoms' ``info`` id, if it has one."""
-    meta = getattr(obj, "properties", None) if not hasattr(obj, "info") else obj.info
-    if isinstance(meta, dict):
-        for key in _ID_KEYS:
-            value = meta.get(key)
-            if isinstance(value, str | int) and str(value).strip():
-                return str(value).strip()
-    return None
-
 
 def _of_file(path: Path) -> Iterator[CrystalText]:
     """The crystals of one structure file: its bytes and format (read as a folder's file is read), or the
@@ -81,7 +68,7 @@ def _items(structures, given: list[str] | None) -> Iterator[CrystalText]:
                 count += 1
                 yield crystal
         else:
-            own = _own_id(obj)
+            own = own_id(obj)
             name = own if own is not None else str(position)
             if given is not None and count < len(given):
                 name = given[count]  # the id given names it in messages too

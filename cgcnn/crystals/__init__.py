@@ -40,7 +40,7 @@ from cgcnn.crystals.folder import (
     locate,
     read_id_prop,
 )
-from cgcnn.crystals.formats import structure_from_object, structures_from_text
+from cgcnn.crystals.formats import own_id, structure_from_object, structures_from_text
 from cgcnn.crystals.frames import file_frames, folder_frames, read_frame
 from cgcnn.crystals.members import MAX_CIF_BYTES, read_cif_bytes
 from cgcnn.crystals.names import STRUCTURE_FORMATS, structure_format, structure_id
@@ -48,6 +48,7 @@ from cgcnn.crystals.structure import MAX_SITES, read_crystal, read_structure, st
 
 __all__ = ["ARCHIVE_SUFFIXES", "LOG10_KAPPA_RANGE", "MAX_CIF_BYTES", "MAX_SITES", "MIN_DISTANCE", "STRUCTURE_FORMATS",
            "CrystalInput", "CrystalText", "check_geometry", "check_log10_kappa", "check_structure", "cif_file",
-           "data_folder_inputs", "file_frames", "folder_frames", "locate", "open_input", "read_cif", "read_cif_bytes",
-           "read_crystal", "read_frame", "read_id_prop", "read_structure", "read_structure_text", "site_numbers",
-           "structure_format", "structure_from_bytes", "structure_from_object", "structure_id", "structures_from_text"]
+           "data_folder_inputs", "file_frames", "folder_frames", "locate", "open_input", "own_id", "read_cif",
+           "read_cif_bytes", "read_crystal", "read_frame", "read_id_prop", "read_structure", "read_structure_text",
+           "site_numbers", "structure_format", "structure_from_bytes", "structure_from_object", "structure_id",
+           "structures_from_text"]

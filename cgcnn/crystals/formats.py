@@ -29,8 +29,8 @@ from cgcnn.crystals.names import STRUCTURE_FORMATS, structure_format
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-__all__ = ["STRUCTURE_FORMATS", "structure_format", "structures_from_text", "structure_from_object", "read_frames",
-           "frame_name"]
+__all__ = ["ID_KEYS", "STRUCTURE_FORMATS", "structure_format", "structures_from_text", "structure_from_object",
+           "read_frames", "frame_name", "own_id"]
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -131,12 +131,25 @@ def frame_name(file_name: str, source: str | os.PathLike, suffix: str) -> tuple[
     return suffix, f"{source}:{suffix}"
 
 
+#: The keys of a Structure's ``properties`` or an Atoms' ``info`` that give a crystal's own id, in order.
+ID_KEYS = ("cif_id", "material_id", "id", "name")
+
+
+def own_id(obj: Any) -> str | None:
+    """The id a pymatgen ``Structure`` (``properties``) or an ASE ``Atoms`` (``info``) carries under one of
+    :data:`ID_KEYS` (a non-empty string or an integer, stripped), or None."""
+    meta = obj.info if hasattr(obj, "info") else getattr(obj, "properties", None)
+    if isinstance(meta, dict):
+        for key in ID_KEYS:
+            value = meta.get(key)
+            if isinstance(value, str | int) and str(value).strip():
+                return str(value).strip()
+    return None
+
+
 def _frame_id(atoms, index: int) -> str:
-    for key in ("cif_id", "material_id", "id", "name"):
-        value = atoms.info.get(key)
-        if isinstance(value, str | int) and str(value).strip():
-            return str(value).strip()
-    return f":{index}"
+    own = own_id(atoms)
+    return own if own is not None else f":{index}"
 
 
 def structure_from_object(obj: Any, source: str, max_sites: int | None = None) -> Structure:
