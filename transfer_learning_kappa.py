@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", default=None, type=float,
                    help="level of the prediction interval (default 0.9 for --train 1; --train 0: the level "
                         "stored at fitting)")
+    p.add_argument("--bte", default=None, metavar="FILE",
+                   help="log10_kappa_bte of the crystals (a refined.csv of python -m cgcnn.refine; default: the "
+                        "log10_kappa_bte column of CIFPATH/compounds.csv if it has one): --train 1 also fits a "
+                        "last layer with it as one more descriptor on the crystals that have a value; --train 0 "
+                        "predicts those with it, the others with the plain last layer (route column)")
     p.add_argument("--results", default="results.csv", help="predictions of --train 0 (CSV)")
     p.add_argument("--test-results", default="test_results.csv",
                    help="the source model's own predictions (CSV), as the original tool wrote")
@@ -187,11 +192,15 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--on-error skip applies to --train 0 (screening) only; --train 1 needs every crystal")
 
     from cgcnn.crystals import data_folder_inputs
+    from cgcnn.transfer import folder_bte
 
     folder = Path(args.cifpath)
     _check_targets(folder, args)  # before any feature is computed
+    bte, _ = folder_bte(args.bte, folder)
     inputs = _input_names(paths, prop_paths)
     inputs.update(data_folder_inputs(folder, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
+    if args.bte:
+        inputs["--bte"] = args.bte
     outputs = {"--last-layer": args.last_layer, "--test-results": args.test_results}
     outs = OutputSet(outputs, inputs=inputs)  # checked before the long part
 
@@ -215,10 +224,18 @@ def main(argv: list[str] | None = None) -> int:
             f"(crys_fea {feats.groups[0]}, descriptors {feats.groups[1]})")
         layer = LastLayer.fit(feats.X, feats.targets, kind, args.seed, args.cv_folds, level=level,
                               inputs=record, groups=feats.groups, log=log)
+        if bte is not None:
+            from cgcnn.transfer import fit_bte
+
+            log(f"fitting the last layer with log10_kappa_bte ({kind}) on the crystals with a value in {bte.name}")
+            fit_bte(layer, feats.X, feats.targets, feats.ids, bte, feats.groups, kind=kind, seed=args.seed,
+                    cv_folds=args.cv_folds, level=level, log=log)
         with outs:
             outs.write_csv(args.test_results, source_results)
             layer.save_to(outs, args.last_layer)
         _print_fit(layer, args, n, feats.X.shape[1], descriptors, level)
+        if layer.bte is not None:
+            _print_bte_fit(layer, args, n, level)
     log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s")
     return 0
 
@@ -264,6 +281,30 @@ def _print_fit(layer, args, n: int, n_inputs: int, descriptors: str, level: floa
               f"(CV+ needs at least 10 and more than {1 / (1 - level):.0f})")
 
 
+def _print_bte_fit(layer, args, n: int, level: float) -> None:
+    """The lines ``--train 1`` adds for the BTE model: on which crystals, which not and why, its errors."""
+    fit = layer.bte
+    sub = fit["layer"]
+    print(f"BTE descriptor ({fit['source']['name']}, column {fit['source']['column']}): {fit['n_with']} of {n} "
+          f"crystals have a value; the {sub.kind} last layer with log10_kappa_bte as one more descriptor is fit on "
+          f"them, the plain one above on all {n}")
+    if fit["n_without"]:
+        print(f"without a BTE value ({fit['without']}): {fit['n_without']} crystals, predicted by the plain last "
+              "layer (nothing imputed)")
+    cv = sub.cv
+    if cv.get("mae") is not None:
+        print(f"with BTE: {cv['folds']}-fold x {cv['repeats']} cross-validated MAE {cv['mae']:.3f} log10 κ_L on "
+              f"the {fit['n_with']} crystals (predicting the mean: {cv['mae_constant']:.3f})")
+    else:
+        print(f"with BTE: no cross-validation on {fit['n_with']} crystals; training MAE {sub.train_mae:.3f}")
+    iv = sub.interval
+    if iv.get("cv_coverage") is not None:
+        print(f"with BTE: {iv['level']:.0%} interval (CV+): cross-validated coverage {iv['cv_coverage']:.0%}, "
+              f"mean width {iv['cv_width']:.2f} log10")
+    elif sub.conformal is None:
+        print(f"with BTE: no prediction interval ({fit['n_with']} crystals are too few for {level:.0%})")
+
+
 def _check_targets(folder: Path, args) -> None:
     """``--train 1``: refuse, before any model is loaded or feature computed, a data folder
     without targets, with fewer than 2, with targets that are not log10 κ_L
@@ -296,7 +337,7 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     from cgcnn.model import SourceModel, network_threads
     from cgcnn.outputs import OutputSet
     from cgcnn.screening import Screener, atom_tables, dask_log, screen
-    from cgcnn.transfer import load_property_models
+    from cgcnn.transfer import check_bte_use, folder_bte, load_property_models
 
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
     settings = _screen_settings(args)
@@ -304,10 +345,18 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     data = open_input(args.cifpath)
     if data.targets is not None:  # compared with the predictions: they must be log10 κ_L too
         check_log10_kappa(data.targets, data.path / "id_prop.csv", data.ids)
+    bte, explicit = folder_bte(args.bte, data.path if data.kind == "folder" else None)
+    note = check_bte_use(layer, bte, explicit, data.ids)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    if layer.bte is None:
+        bte = None  # a compounds.csv column that this last layer does not use
     results = Path(args.results)
     skipped = results.with_name("skipped.csv") if args.on_error == "skip" else None
     inputs = _input_names(paths, prop_paths)
     inputs["--last-layer"] = args.last_layer
+    if args.bte:
+        inputs["--bte"] = args.bte
     if data.kind == "folder":
         inputs.update(data_folder_inputs(data.path, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
     else:
@@ -323,7 +372,7 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     props = load_property_models(prop_paths, device=device) if descriptors == "slack" else None
     models = sources + (list(props.values()) if props else [])
     tables, table_sources = atom_tables(models, data, args.atom_init)
-    screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings)
+    screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings, bte=bte)
     layer.check_inputs(screener.record())
     # the networks run here while the pool builds the next chunk's graphs (not with --dask)
     pool = 0 if args.dask or sources[0].device.type != "cpu" else args.workers
@@ -335,6 +384,10 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     if summary.with_interval:
         print(f"{summary.level:.0%} prediction intervals (CV+); {summary.out_of_domain} of {n} crystals "
               "outside the last layer's applicability domain (in_domain False)")
+    if layer.bte is not None:
+        print(f"routes: {summary.routes.get('bte', 0)} of {n} crystals predicted with their BTE value "
+              f"(route bte), {summary.routes.get('plain', 0)} by the plain last layer (route plain; why: "
+              "no_bte_reason column)")
     if summary.n_targets:
         print(f"MAE {summary.mae:.3f} log10 κ_L (a factor of {10 ** summary.mae:.2f} in κ_L), R² {summary.r2:.3f}")
         if summary.with_interval:
