@@ -163,6 +163,7 @@ def test_layer_with_bte_fits_two_models_and_routes_each_crystal(tmp_path):
     assert columns["route"] == ["bte" if h else "plain" for h in has] and list(columns) == list(ROUTE_COLUMNS)
     assert columns["no_bte_reason"][0] == UNSTABLE and columns["no_bte_reason"][4] == "not in refined.csv"
     np.testing.assert_array_equal(pred.prediction[~has], plain.predict(X[~has]).prediction)
+    np.testing.assert_array_equal(columns["prediction_plain"], plain.predict(X).prediction)  # beside, for all
     routed = sub.predict(bte_columns(X[has], values[has], (4, 2)))
     np.testing.assert_array_equal(pred.prediction[has], routed.prediction)
     assert np.all(pred.low[has] < pred.high[has])
@@ -210,7 +211,8 @@ def test_train_and_predict_with_bte(tmp_path, subset):
 
     out = run("--train", 0, SOURCE, folder, "--bte", refined, "-q", cwd=tmp_path)
     res = pd.read_csv(tmp_path / "results.csv", keep_default_na=False, na_values=[""])
-    assert list(res.columns[-3:]) == list(ROUTE_COLUMNS)
+    assert list(res.columns[-4:]) == list(ROUTE_COLUMNS)
+    np.testing.assert_allclose(res.prediction_plain[res.route == "plain"], res.prediction[res.route == "plain"])
     assert (res.route == "bte").sum() == 12 and (res.route == "plain").sum() == 4
     assert res.loc[res.cif_id == "GaSb", "no_bte_reason"].item() == "not in refined.csv"
     assert res.loc[res.route == "plain", "log10_kappa_bte"].isna().all()

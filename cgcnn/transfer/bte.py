@@ -38,8 +38,9 @@ __all__ = ["BTE_COLUMN", "ROUTE_COLUMNS", "BTEValues", "read_bte", "folder_bte",
 #: The column of the BTE value (log10 κ_L, κ_L in W m⁻¹ K⁻¹) in ``refined.csv`` and ``compounds.csv``.
 BTE_COLUMN = "log10_kappa_bte"
 #: Columns ``results.csv`` gets from a last layer with a BTE model: the value used (empty on the plain
-#: route), the route (``bte`` or ``plain``) and why a crystal took the plain route.
-ROUTE_COLUMNS = ("log10_kappa_bte", "route", "no_bte_reason")
+#: route), the route (``bte`` or ``plain``), why a crystal took the plain route, and the plain model's
+#: prediction of every crystal (log10 κ_L: on the BTE route, the transfer's value beside the calibrated one).
+ROUTE_COLUMNS = ("log10_kappa_bte", "route", "no_bte_reason", "prediction_plain")
 _BTE_RANGE = (-3.0, 4.0)  # as cgcnn.crystals.LOG10_KAPPA_RANGE
 
 
@@ -289,7 +290,8 @@ def predict_routes(layer: LastLayer, X: np.ndarray, ids, bte: BTEValues | None, 
         Each crystal's by its route.
     columns : dict
         :data:`ROUTE_COLUMNS` → arrays of shape (n,): the value used (NaN on the plain route),
-        ``bte``/``plain``, and the reason for ``plain`` (``""`` on the BTE route).
+        ``bte``/``plain``, the reason for ``plain`` (``""`` on the BTE route), and the plain model's
+        prediction (log10 κ_L) of every crystal.
     """
     n = len(ids)
     if bte is not None:
@@ -298,6 +300,7 @@ def predict_routes(layer: LastLayer, X: np.ndarray, ids, bte: BTEValues | None, 
         values, reasons = np.full(n, np.nan), ["no BTE values given"] * n
     has = np.isfinite(values)
     pred = layer.predict(X, level)
+    plain = np.array(pred.prediction, dtype=np.float64, copy=True)
     if has.any():
         sub = layer.bte["layer"].predict(bte_columns(X[has], values[has], groups), level)
         for name in ("prediction", "low", "high", "distance", "in_domain"):
@@ -305,5 +308,5 @@ def predict_routes(layer: LastLayer, X: np.ndarray, ids, bte: BTEValues | None, 
             merged[has] = getattr(sub, name)
             setattr(pred, name, merged)
     columns = {"log10_kappa_bte": values, "route": np.where(has, "bte", "plain").tolist(),
-               "no_bte_reason": reasons}
+               "no_bte_reason": reasons, "prediction_plain": plain}
     return pred, columns
