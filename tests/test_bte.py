@@ -264,3 +264,21 @@ def test_evaluate_with_bte(tmp_path, subset):
     text = format_table(table)
     assert "12 of 16 crystals have one; the others (3 dynamically unstable at 0 K, 1 not in refined.csv)" in text
     assert "| raw BTE |" in text
+
+
+def test_format_3_without_its_bte_model_is_refused(tmp_path):
+    import skops.io as sio
+
+    X, y, values = synthetic(20)
+    ids = [f"c{i}" for i in range(20)]
+    from cgcnn.transfer import BTEValues
+
+    layer = LastLayer.fit(X, y, "ridge", cv_folds=0)
+    fit_bte(layer, X, y, ids, BTEValues(dict(zip(ids, values.tolist())), source={"name": "r.csv"}), (4, 2),
+            kind="ridge", cv_folds=0)
+    record = layer.to_dict()
+    del record["bte"]
+    path = tmp_path / "broken.sav"
+    path.write_bytes(sio.dumps(record))
+    with pytest.raises(InputError, match="format 3 without its BTE model"):
+        LastLayer.load(path)
