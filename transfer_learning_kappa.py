@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", default=1, type=int, choices=[0, 1], help="1: fit the last layer; 0: predict with it")
     p.add_argument("-b", "--batch-size", default=500, type=int, help="crystals per batch of the source model")
     p.add_argument("-j", "--workers", default=None, type=int,
-                   help="graph-building processes (default: all cores; 0: none)")
+                   help="worker processes: graphs and descriptors and, with --train 0 on a CPU, the networks "
+                        "(default: all cores; 0: none). The last layer's fits of --train 1 use all cores")
     add_compat_options(p)
     p.add_argument("--last-layer", default="last_layer.sav", help="file of the fitted last layer")
     p.add_argument("--last-layer-type", default=None, choices=LAST_LAYER_TYPES,
@@ -334,7 +335,8 @@ def _screen_settings(args):
 def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Path], device) -> int:
     """``--train 0``: screen CIFPATH chunk by chunk (:func:`cgcnn.screen.screen`) and print the summary."""
     from cgcnn.crystals import check_log10_kappa, data_folder_inputs, open_input
-    from cgcnn.model import SourceModel, network_threads
+    from cgcnn.data import single_threaded
+    from cgcnn.model import SourceModel
     from cgcnn.outputs import OutputSet
     from cgcnn.screening import Screener, atom_tables, dask_log, screen
     from cgcnn.transfer import check_bte_use, folder_bte, load_property_models
@@ -374,9 +376,8 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     tables, table_sources = atom_tables(models, data, args.atom_init)
     screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings, bte=bte)
     layer.check_inputs(screener.record())
-    # the networks run here while the pool builds the next chunk's graphs (not with --dask)
-    pool = 0 if args.dask or sources[0].device.type != "cpu" else args.workers
-    with network_threads(pool):
+    # the graphs and the networks run in the pool's processes (-j), the last layer here: one thread each
+    with single_threaded():
         summary = screen(screener, data, outs, results, Path(args.test_results), skipped, Path(args.last_layer),
                          trust_pickle=args.trust_pickle, device=device, log=log)
     n = summary.n

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     check_options(args)  # every numeric option in its range, before any work
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
     from cgcnn.crystals import data_folder_inputs, open_input  # the engine imports numpy and torch: not at import
-    from cgcnn.model import SourceModel, network_threads
+    from cgcnn.data import single_threaded
+    from cgcnn.model import SourceModel
     from cgcnn.screening import Screener, ScreenSettings, atom_tables, dask_log, screen
 
     settings = ScreenSettings(batch_size=args.batch_size, chunk_size=args.chunk_size, on_error=args.on_error,
@@ -146,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     tables, sources = atom_tables([model], data, args.atom_init)
     screener = Screener([model], None, "none", None, tables, sources, settings)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    pool = 0 if args.dask or model.device.type != "cpu" else args.workers  # builds graphs beside the network
-    with network_threads(pool):
+    with single_threaded():  # the pool's processes (-j) hold the cores
         summary = screen(screener, data, outs, out, None, skipped, None, device=device, log=log)
     if summary.n_targets:
         print(f"MAE {summary.mae:.4f} over {summary.n_targets} crystals")

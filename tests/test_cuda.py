@@ -14,7 +14,7 @@ from cgcnn.data import CIFData
 from cgcnn.model import CrystalGraphConvNet, SourceModel, batch_index, default_device
 from cgcnn.predict import main as predict_main
 from cgcnn.predict import predict
-from conftest import make_checkpoint
+from conftest import REPO, make_checkpoint
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU (torch.cuda.is_available() is False)")
 
@@ -104,3 +104,57 @@ def test_gpu_network_agrees_with_cpu_on_a_large_batch():
         cpu = net(atom, nbr, idx, crystals)
         gpu = net.cuda()(atom.cuda(), nbr.cuda(), idx.cuda(), [c.cuda() for c in crystals]).cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=1e-5)
+
+
+BUNDLED = REPO / "models"
+
+
+def twelve_models(device):
+    from cgcnn.transfer import default_property_models, with_members
+
+    paths, props = with_members([str(BUNDLED / "source.pth.tar")], default_property_models(BUNDLED / "source.pth.tar"))
+    return [SourceModel.load(p, device=device) for p in [*paths, *props]]
+
+
+@needs_gpu
+def test_gpu_stack_of_the_twelve_networks_agrees_with_cpu():
+    """On a GPU the recommended route's twelve networks run as one stacked call; they agree with each network
+    alone on the CPU to 1e-5."""
+    from cgcnn.data import collate_pool
+    from cgcnn.model import ModelSet, NetworkStack
+
+    cpu, gpu = twelve_models("cpu"), twelve_models("cuda")
+    data = cpu[0].dataset(REPO / "data" / "sample")
+    batch = collate_pool([data[i] for i in range(len(data))])[0]
+    on_gpu = ModelSet(gpu, [None] * 12)
+    assert isinstance(on_gpu.groups[0][2], NetworkStack) and on_gpu.groups[0][2].k == 12
+    fg, pg = on_gpu.run({None: batch})
+    fc, pc = ModelSet(cpu, [None] * 12).run({None: batch})
+    for a, b, p, q in zip(fg, fc, pg, pc):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
+        np.testing.assert_allclose(p, q, rtol=0, atol=1e-5)
+
+
+@needs_gpu
+def test_gpu_screening_agrees_with_cpu(tmp_path):
+    """--train 0 on the GPU (the pool collates, this process copies and runs the stacked networks) gives the
+    CPU's results to 1e-5 log10 (and the same rows)."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    tool = REPO / "transfer_learning_kappa.py"
+    sample = REPO / "data" / "sample"
+    fit = [sys.executable, str(tool), "--train", "1", str(BUNDLED / "source.pth.tar"), str(sample), "-q",
+           "--last-layer-type", "ridge", "--cv-folds", "3", "--disable-cuda"]
+    subprocess.run(fit, cwd=tmp_path, check=True, capture_output=True)
+    out = {}
+    for name, extra in {"gpu": [], "cpu": ["--disable-cuda"]}.items():
+        cmd = [sys.executable, str(tool), "--train", "0", str(BUNDLED / "source.pth.tar"), str(sample), "-q",
+               "-b", "16", "--results", f"{name}.csv", "--test-results", f"{name}_test.csv", *extra]
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+        out[name] = pd.read_csv(tmp_path / f"{name}.csv")
+    assert list(out["gpu"].cif_id) == list(out["cpu"].cif_id)
+    for column in ("prediction", "prediction_low", "prediction_high"):
+        np.testing.assert_allclose(out["gpu"][column], out["cpu"][column], rtol=0, atol=1e-5)

@@ -293,6 +293,20 @@ def test_dask_local_same_results(fitted, tmp_path):
     assert os.listdir(out) == []
 
 
+def test_same_bytes_with_any_workers_or_dask(fitted, tmp_path):
+    """-j 0, -j 2 and --dask local give the same results.csv bytes on data/sample (62 crystals, batches of 8,
+    chunks of 16): every batch's networks run with the same torch threads wherever it is made."""
+    pytest.importorskip("dask.distributed")
+    got = {}
+    for name, extra in {"j0": ("-j", "0"), "j2": ("-j", "2"), "dask": ("--dask", "local")}.items():
+        out = workdir(tmp_path, name)
+        run("--train", 0, MODEL, SAMPLE, "--last-layer", fitted / "last_layer.sav", "-b", 8, "--chunk-size", 16,
+            *extra, cwd=out)
+        got[name] = (out / "results.csv").read_bytes(), (out / "test_results.csv").read_bytes()
+    assert got["j0"][0].count(b"\n") == 63
+    assert got["j0"] == got["j2"] == got["dask"]
+
+
 def test_dask_worker_removes_its_model_copies(fitted, tmp_path, monkeypatch):
     """A Dask worker writes the models it is sent to a temporary folder, loads them and removes the
     folder (also when a model fails to load); the models it loaded screen as the client's do."""
@@ -321,7 +335,7 @@ def test_dask_worker_removes_its_model_copies(fitted, tmp_path, monkeypatch):
     worker = _screener_from_spec(spec)
     assert os.listdir(temp) == []
     index, crystals = next(data.chunks(4))
-    want, got = (s.finish(index, crystals, s.prepare(crystals)) for s in (screener, worker))
+    want, got = (s.finish(index, crystals, s.batches(crystals)) for s in (screener, worker))
     assert (got.results, got.test, got.stats) == (want.results, want.test, want.stats)
 
     broken = {**spec, "files": {**spec["files"], spec["layer"]: b"not a last layer"}}

@@ -236,7 +236,7 @@ class KappaModel:
         screener = self._screener(None)
         parts = []
         for _, chunk in self._chunks(structures, ids, targets, screener.settings.chunk):
-            _, _, _, feats = screener.chunk_features(chunk, screener.prepare(chunk))
+            _, _, _, feats = screener.chunk_features(chunk, screener.batches(chunk))
             parts.append(feats)
         if not parts:
             raise InputError("no crystals given")
@@ -289,12 +289,14 @@ class KappaModel:
         """
         import pandas as pd
 
+        from cgcnn.data import single_threaded
         from cgcnn.screening import RESULT_COLUMNS, local_shards
 
         screener = self._screener(self.layer, interval)
         self.layer.check_inputs(screener.record())
         chunks = self._chunks(structures, ids, None, screener.settings.chunk)
-        rows = [shard.results for shard in local_shards(screener, chunks, screener.settings)]
+        with single_threaded():  # the pool's processes hold the cores; the results are those of the command line
+            rows = [shard.results for shard in local_shards(screener, chunks, screener.settings)]
         text = ",".join(RESULT_COLUMNS) + "\n" + "".join(rows)
         table = pd.read_csv(io.StringIO(text), dtype={"cif_id": str}, keep_default_na=False, na_values=[""])
         return table.set_index("cif_id")

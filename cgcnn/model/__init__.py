@@ -6,7 +6,10 @@ checkpoint format, the source model that turns crystals into ``crys_fea``, and t
 - :mod:`~cgcnn.model.checkpoint`: checkpoints loaded safely and saved (:func:`load_checkpoint`,
   :func:`make_checkpoint`, :func:`save_checkpoint`), the target :class:`Normalizer`, :class:`ModelInfo`;
 - :mod:`~cgcnn.model.source`: :class:`SourceModel`, a trained network applied to crystals (``crys_fea``,
-  predictions) on the CPU or a GPU, with its torch threads (:func:`network_threads`);
+  predictions) on the CPU or a GPU;
+- :mod:`~cgcnn.model.stack`: several source models on the same batches (:class:`ModelSet`,
+  :func:`run_batches`) with fixed torch threads (:func:`network_threads`), networks of one
+  architecture as one batched call (:class:`NetworkStack`);
 - :mod:`~cgcnn.model.settings`, :mod:`~cgcnn.model.fit`: training settings and loop (upstream ``main.py``;
   staged fine-tuning of ParAIsite, :func:`finetune`).
 
@@ -47,13 +50,22 @@ from cgcnn.model.source import (
     SourceModel,
     choose_atom_init,
     default_device,
+)
+from cgcnn.model.stack import (
+    NETWORK_THREADS,
+    SLICE_ATOMS,
+    SLICE_CRYSTALS,
+    ModelSet,
+    NetworkStack,
     network_threads,
+    run_batches,
 )
 
 __all__ = [
-    "ConvLayer", "CrystalGraphConvNet", "EpochCallback", "FitSettings", "ModelInfo", "NORMALIZER_SAMPLE",
-    "NetworkSettings", "Normalizer", "PROJECT_KEYS", "SourceModel", "SplitSettings", "TrainSettings",
+    "ConvLayer", "CrystalGraphConvNet", "EpochCallback", "FitSettings", "ModelInfo", "ModelSet",
+    "NETWORK_THREADS", "NORMALIZER_SAMPLE", "NetworkSettings", "NetworkStack", "Normalizer", "PROJECT_KEYS",
+    "SLICE_ATOMS", "SLICE_CRYSTALS", "SourceModel", "SplitSettings", "TrainSettings",
     "batch_index", "choose_atom_init", "default_device", "finetune", "fit_network", "freeze_layers",
     "load_checkpoint", "make_checkpoint", "make_optimizer", "network_threads", "normalizer_from_checkpoint",
-    "run_epoch", "save_checkpoint", "state_dict_mismatch",
+    "run_batches", "run_epoch", "save_checkpoint", "state_dict_mismatch",
 ]

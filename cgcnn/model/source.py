@@ -8,7 +8,6 @@ J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018)).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,44 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cgcnn import InputError, available_cores
-from cgcnn.data import CIFData, GraphParams, atom_init_digest, build_graphs, collate_pool
+from cgcnn import InputError
+from cgcnn.data import CIFData, GraphParams, atom_init_digest
 from cgcnn.model.checkpoint import ModelInfo, Normalizer, load_checkpoint, normalizer_from_checkpoint
 from cgcnn.model.network import CrystalGraphConvNet
 from cgcnn.outputs import file_sha256
 
-__all__ = ["SourceModel", "choose_atom_init", "default_device", "network_threads"]
+__all__ = ["SourceModel", "choose_atom_init", "default_device"]
 
 
 def default_device() -> torch.device:
     """``cuda`` when torch sees a GPU, else ``cpu``: where :class:`SourceModel` runs by default."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@contextlib.contextmanager
-def network_threads(workers: int | None):
-    """torch's threads in this process while ``workers`` graph-building processes share the cores.
-
-    The network runs on the cores the pool leaves free, at least one:
-    ``max(1, cores - workers)`` threads (never more than torch had), restored on exit;
-    ``workers`` None means all cores (:func:`cgcnn.available_cores`), as for the pool.
-    With more threads than free cores, torch's threads wait on each other at every
-    operation while the pool holds the cores, and the network takes two to three times
-    the CPU time.  The network's outputs are the same bit for bit with one thread or
-    several (torch splits these operations by output rows), as ``workers`` never changes
-    them.  Without workers (0) nothing changes.
-    """
-    workers = available_cores() if workers is None else workers
-    before = torch.get_num_threads()
-    threads = max(1, min(before, available_cores() - workers))
-    if workers < 1 or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def choose_atom_init(root: str | os.PathLike, atom_init, stored: dict | None):
@@ -245,7 +218,26 @@ class SourceModel:
                 "(use the model's atom_init.json)"
             )
 
-    @torch.inference_mode()
+    def outputs(self, crys_fea: torch.Tensor, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``crys_fea`` and the de-normalized prediction of a batch, on the CPU.
+
+        Parameters
+        ----------
+        crys_fea : torch.Tensor of shape (C, h_fea_len)
+        out : torch.Tensor of shape (C, 1), or (C, 2) for classification
+            ``fc_out`` of ``crys_fea``.
+
+        Returns
+        -------
+        crys_fea : ndarray of shape (C, h_fea_len), float32
+        prediction : ndarray of shape (C,), float64
+            In the target's units (for classification, the probability of class 1, upstream's
+            ``exp`` of the log-softmax).
+        """
+        out = out.cpu()
+        pred = torch.softmax(out, dim=1)[:, 1] if self.classification else self.normalizer.denorm(out[:, 0])
+        return crys_fea.cpu().numpy().astype(np.float32, copy=False), pred.double().numpy()
+
     def run(self, data: CIFData, batch_size: int = 256, workers: int | None = None, progress: bool = True,
             device: str | torch.device | None = None):
         """``crys_fea`` and de-normalized predictions for every crystal, in row order.
@@ -253,7 +245,8 @@ class SourceModel:
         Evaluation mode and no autograd, so a crystal's features do not depend on
         the rest of its batch.  Graphs are built by ``workers`` processes
         (:func:`cgcnn.data.build_graphs`) while this process runs the network on the
-        batches already built; results do not depend on ``workers``.
+        batches already built, with :data:`NETWORK_THREADS` torch threads on a CPU;
+        results do not depend on ``workers`` (:func:`cgcnn.model.stack.run_batches`).
 
         Parameters
         ----------
@@ -275,57 +268,17 @@ class SourceModel:
         -------
         crys_fea : ndarray of shape (n, h_fea_len), float32
         prediction : ndarray of shape (n,), float64
-            De-normalized output in the target's units (for classification, the
-            probability of class 1, upstream's ``exp`` of the log-softmax).
+            De-normalized output in the target's units (:meth:`outputs`).
 
         Raises
         ------
         InputError
             The faults of :class:`CIFData` met on access (a bad CIF, a missing element).
         """
-        from tqdm.auto import tqdm
+        from cgcnn.model.stack import ModelSet, run_batches
 
         if device is not None:
             self.net.to(torch.device(device))
-        device = self.device
         self.net.eval()
-        n = len(data)
-        graphs = build_graphs(data, workers=workers, ahead=max(1024, 2 * batch_size))
-        feas, preds = [], []
-        try:
-            with network_threads(workers if device.type == "cpu" else 0), \
-                    tqdm(total=n, desc="crystal graphs", unit="crystal", disable=None if progress else True,
-                         leave=False) as bar:
-                for start in range(0, n, batch_size):
-                    rows = range(start, min(start + batch_size, n))
-                    for _ in rows:  # the batch's graphs, built in the pool, now in data's cache
-                        next(graphs)
-                    inputs, _, _ = collate_pool([data[i] for i in rows])
-                    crys_fea = self.net.crystal_features(*_to_device(inputs, device))
-                    out = self.net.fc_out(crys_fea).cpu()
-                    if self.classification:
-                        pred = torch.softmax(out, dim=1)[:, 1]
-                    else:
-                        pred = self.normalizer.denorm(out[:, 0])
-                    feas.append(crys_fea.cpu().numpy())
-                    preds.append(pred.double().numpy())
-                    bar.update(len(rows))
-        finally:
-            graphs.close()  # stops the pool at once on an error or interrupt
-        if not feas:
-            return np.zeros((0, self.crys_fea_len), np.float32), np.zeros(0)
-        return np.concatenate(feas).astype(np.float32), np.concatenate(preds)
-
-
-def _to_device(inputs, device: torch.device):
-    """A collated batch (:func:`cgcnn.data.collate_pool`) on ``device``: on the CPU as it is;
-    elsewhere each tensor copied once, from pinned memory and without blocking (the
-    crystals' index tensors as one)."""
-    atom_fea, nbr_fea, nbr_fea_idx, crystal_atom_idx = inputs
-    if device.type == "cpu":
-        return inputs
-    lengths = [len(idx) for idx in crystal_atom_idx]
-    pin = device.type == "cuda"
-    moved = [(t.pin_memory() if pin else t).to(device, non_blocking=True)
-             for t in (atom_fea, nbr_fea, nbr_fea_idx, torch.cat(crystal_atom_idx))]
-    return moved[0], moved[1], moved[2], list(moved[3].split(lengths))
+        feas, preds = run_batches(ModelSet([self], [None]), {None: data}, batch_size, workers, progress)
+        return feas[0], preds[0]

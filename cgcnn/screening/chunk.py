@@ -1,12 +1,15 @@
-"""A chunk's crystals made ready for the networks: read from their CIF bytes and turned into graphs
-(and structure descriptors) in any process, then read as the dataset each model expects.
+"""A chunk's crystals made ready for the last layer: read from their CIF bytes and turned into graphs
+(and structure descriptors) in any process, read as the dataset each model expects, and run through
+the networks batch by batch (:class:`BatchMaker`), in a graph-building process where the networks run
+on a CPU.
 
 :func:`prepare_crystal` is what :meth:`cgcnn.data.dataset.CIFData.graph` does, from a crystal's bytes
 (:class:`cgcnn.crystals.archive.CrystalText`), with the same on-disk graph cache
 (:mod:`cgcnn.data.graphcache`); it runs in this process, in a pool of graph-building processes
 (:mod:`cgcnn.data.pool`) or in a Dask worker.  :class:`ChunkData` then
 gives the items of :class:`cgcnn.data.dataset.CIFData` for one model's graph parameters and atom
-feature table (:class:`AtomTable`).  Used by :mod:`cgcnn.screening.screener`.
+feature table (:class:`AtomTable`); :class:`BatchMaker` makes one batch of crystals into a
+:class:`BatchOut`.  Used by :mod:`cgcnn.screening.screener`.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from cgcnn.data import (
     GaussianDistance,
     Graph,
     GraphParams,
+    atom_init_digest,
     atom_table_array,
     atom_table_from_dict,
     build_graph,
     check_neighbour_count,
+    collate_pool,
     graph_cache_key,
     load_cached_graph,
     missing_elements,
@@ -37,7 +42,7 @@ from cgcnn.data import (
 )
 
 # --------------------------------------------------------------------------------------------------
-__all__ = ["Prepared", "PrepSpec", "prepare_crystal", "AtomTable", "ChunkData"]
+__all__ = ["Prepared", "PrepSpec", "prepare_crystal", "AtomTable", "ChunkData", "BatchMaker", "BatchOut"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,3 +172,120 @@ class ChunkData:
         nbr_fea_idx = torch.from_numpy(graph.nbr_fea_idx)
         target = float(self.targets[idx]) if self.targets is not None else float("nan")
         return (atom_fea, nbr_fea, nbr_fea_idx), torch.tensor([target], dtype=torch.float32), self.ids[idx]
+
+
+# --------------------------------------------------------------------------------------------------
+# a batch of crystals made ready for the last layer
+
+
+@dataclass
+class BatchOut:
+    """One batch of crystals made ready for the last layer (by :meth:`BatchMaker.make`).
+
+    Attributes
+    ----------
+    errors : list of str or None
+        Per crystal of the batch: None, or the one-line reason it cannot be screened.
+    notes : list of tuple of str
+        Per crystal: the warnings raised while preparing it.
+    desc : ndarray of shape (n_ok, 5) or None
+        Structure descriptors of the crystals without error (None without descriptors).
+    feas, preds : list of ndarray, or None
+        Per model, ``crys_fea`` (n_ok, h_fea_len) float32 and predictions (n_ok,) float64 of the
+        crystals without error; None where the networks run in the main process (on a GPU).
+    inputs : dict or None
+        Then, input key → the batch collated (:func:`cgcnn.data.collate_pool`) as NumPy arrays
+        ``(atom_fea, nbr_fea, nbr_fea_idx, atoms per crystal)``, for the main process to copy and run.
+    """
+
+    errors: list
+    notes: list
+    desc: np.ndarray | None = None
+    feas: list | None = None
+    preds: list | None = None
+    inputs: dict | None = None
+
+
+class BatchMaker:
+    """What becomes of a batch of crystals before the last layer, in any process: graphs, structure
+    descriptors, the atom-table check and, where the networks run on a CPU, every model's ``crys_fea``
+    and predictions, with :data:`cgcnn.model.NETWORK_THREADS` torch threads.
+
+    What it is given is a block of a batch (:meth:`cgcnn.screening.screener.Screener.blocks`: at most
+    :data:`cgcnn.model.SLICE_CRYSTALS` crystals from a multiple of it from the start of a batch of
+    ``batch_size``, chunks starting at multiples of ``batch_size``); its networks run on its crystals
+    without error, the same block wherever it is made (a pool's process, this process with ``-j 0``, a
+    Dask worker), so results do not depend on where.
+
+    Parameters
+    ----------
+    prep : PrepSpec
+    models : sequence of :class:`cgcnn.model.SourceModel`
+        Source models, then property models.
+    tables : sequence of AtomTable
+        Each model's atom feature table.
+    networks : bool
+        Run the networks here (the models are on the CPU); else collate each input for the main process.
+    """
+
+    def __init__(self, prep: PrepSpec, models, tables, networks: bool):
+        self.prep = prep
+        self.keys = [(m.params, atom_init_digest(t.atom_init)) for m, t in zip(models, tables)]
+        self.inputs = list(dict.fromkeys(self.keys))
+        self.graph_index = {key: prep.params.index(key[0]) for key in self.inputs}
+        self.tables = {key: tables[self.keys.index(key)] for key in self.inputs}
+        self.model_set = None
+        if networks:
+            from cgcnn.model import ModelSet
+
+            self.model_set = ModelSet(models, self.keys)
+
+    def make(self, crystals) -> BatchOut:
+        """The :class:`BatchOut` of a batch of :class:`cgcnn.crystals.CrystalText`."""
+        prepared = [prepare_crystal(self.prep, c) for c in crystals]
+        errors = []
+        for crystal, prep in zip(crystals, prepared):
+            error = prep.error
+            if error is None:
+                for key in self.inputs:
+                    table = self.tables[key]
+                    missing = table.missing(prep.graphs[self.graph_index[key]].numbers)
+                    if missing:
+                        error = f"{crystal.source}: element(s) {', '.join(missing)} not in {table.source}"
+                        break
+            errors.append(error)
+        ok = [i for i, e in enumerate(errors) if e is None]
+        out = BatchOut(errors, [p.notes for p in prepared])
+        if not ok:
+            return out
+        if self.prep.structure_desc:
+            out.desc = np.stack([prepared[i].desc for i in ok])
+        batch = {}
+        for key in self.inputs:
+            graphs = [prepared[i].graphs[self.graph_index[key]] for i in ok]
+            data = ChunkData(key[0], self.tables[key], graphs, [crystals[i].cif_id for i in ok], None)
+            batch[key] = collate_pool([data[j] for j in range(len(ok))])[0]
+        if self.model_set is None:
+            out.inputs = {key: (a.numpy(), n.numpy(), i.numpy(), [len(c) for c in idx])
+                          for key, (a, n, i, idx) in batch.items()}
+            return out
+        from cgcnn.model import network_threads
+
+        with network_threads():
+            out.feas, out.preds = self.model_set.run(batch)
+        return out
+
+
+def make_batch(maker: BatchMaker, crystals) -> BatchOut:
+    """:meth:`BatchMaker.make` as a pool task (:func:`cgcnn.data.run_tasks`)."""
+    return maker.make(crystals)
+
+
+def collated(inputs: tuple) -> tuple:
+    """A batch of :attr:`BatchOut.inputs` as :func:`cgcnn.data.collate_pool` gives it (torch tensors)."""
+    import torch
+
+    atom_fea, nbr_fea, nbr_fea_idx, lengths = inputs
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
+    return (torch.from_numpy(atom_fea), torch.from_numpy(nbr_fea), torch.from_numpy(nbr_fea_idx),
+            [torch.arange(s, s + n, dtype=torch.long) for s, n in zip(starts.tolist(), lengths)])

@@ -59,15 +59,16 @@ def _dask_screen_chunk(spec: dict, index: int, crystals: list[CrystalText]) -> t
         screener = _screener_from_spec(spec)
         _WORKER_SCREENERS.clear()
         _WORKER_SCREENERS[spec["key"]] = screener
-    import torch
+    from cgcnn.data import single_threaded
 
-    torch.set_num_threads(1)
-    prepared = screener.prepare(crystals)
-    notes = tuple(note for p in prepared for note in p.notes)
-    for p in prepared:
-        p.notes = ()  # issued by the client, not on the worker's stderr (the Dask log)
+    notes: tuple = ()
     try:
-        return screener.finish(index, crystals, prepared), notes
+        with single_threaded():  # one torch and BLAS thread, as the networks and last layer run elsewhere
+            outs = screener.batches(crystals)
+            notes = tuple(note for out in outs for crystal_notes in out.notes for note in crystal_notes)
+            for out in outs:
+                out.notes = [()] * len(out.notes)  # issued by the client, not on the worker's stderr (the Dask log)
+            return screener.finish(index, crystals, outs), notes
     except InputError as exc:  # returned, not raised: the client raises it as one line, no worker log
         return exc, notes
 

@@ -51,7 +51,7 @@ from cgcnn import InputError, available_cores
 from cgcnn.crystals import CrystalInput
 from cgcnn.data import run_tasks, start_pool
 from cgcnn.outputs import file_sha256, save_text
-from cgcnn.screening.chunk import prepare_crystal
+from cgcnn.screening.chunk import make_batch
 from cgcnn.screening.cluster import _WORK_LOG, _dask_chunks, _dask_session, _dask_spec, dask_log
 from cgcnn.screening.screener import (
     ON_ERROR,
@@ -128,32 +128,42 @@ def _pool_workers(settings: ScreenSettings) -> int:
 
 def local_shards(screener: Screener, chunks, settings: ScreenSettings):
     """Yield each chunk's Shard (:meth:`Screener.finish`), in order, for ``chunks``, an iterator of
-    ``(index, list of CrystalText)``; graphs built by ``settings.workers`` processes (:mod:`cgcnn.data.pool`;
-    none: here) up to two chunks ahead of the one the networks run on."""
+    ``(index, list of CrystalText)``.  Each block of a batch (:meth:`Screener.blocks`) is one task of a pool of
+    ``settings.workers`` processes (:mod:`cgcnn.data.pool`; none: all here): its graphs, descriptors and, on a
+    CPU, networks (:class:`cgcnn.screening.chunk.BatchMaker`); this process runs the last layer on each chunk.
+    Chunks are submitted ahead, two blocks per process at least, so that no process waits."""
     workers = _pool_workers(settings)
     if workers < 1:
         for index, crystals in chunks:
-            yield screener.finish(index, crystals, screener.prepare(crystals))
+            yield screener.finish(index, crystals, screener.batches(crystals))
         return
-    task = max(1, min(32, settings.chunk // (4 * workers)))
-    pool = start_pool(workers, screener.prep)
+    pool = start_pool(workers, screener.maker)
     pending: deque = deque()
+    queued = 0  # batches submitted and not yet given to the last layer
 
-    def submit() -> None:
+    def submit() -> bool:
+        nonlocal queued
         item = next(chunks, None)
-        if item is not None:
-            index, crystals = item
-            pending.append((index, crystals, [pool.submit(run_tasks, prepare_crystal, crystals[i:i + task])
-                                              for i in range(0, len(crystals), task)]))
+        if item is None:
+            return False
+        index, crystals = item
+        futures = [pool.submit(run_tasks, make_batch, [crystals[i:j]]) for i, j in screener.blocks(len(crystals))]
+        pending.append((index, crystals, futures))
+        queued += len(futures)
+        return True
 
     try:
-        submit()
-        submit()
+        while len(pending) < 2 or queued < 2 * workers:
+            if not submit():
+                break
         while pending:
             index, crystals, futures = pending.popleft()
-            prepared = [p for f in futures for p in f.result()]
-            submit()
-            yield screener.finish(index, crystals, prepared)
+            outs = [f.result()[0] for f in futures]
+            queued -= len(futures)
+            while len(pending) < 2 or queued < 2 * workers:
+                if not submit():
+                    break
+            yield screener.finish(index, crystals, outs)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -23,7 +23,7 @@ import numpy as np
 from cgcnn import InputError
 from cgcnn.crystals import CrystalInput, CrystalText
 from cgcnn.data import atom_init_digest, load_atom_init
-from cgcnn.screening.chunk import AtomTable, ChunkData, Prepared, PrepSpec, prepare_crystal
+from cgcnn.screening.chunk import AtomTable, BatchMaker, BatchOut, ChunkData, PrepSpec, collated
 
 __all__ = ["ON_ERROR", "ScreenSettings", "Screener", "Shard", "atom_tables", "RESULT_COLUMNS", "TEST_COLUMNS",
            "SKIPPED_COLUMNS"]
@@ -164,6 +164,13 @@ def spec_from_params(params: Sequence, descriptors: str, settings: ScreenSetting
                      str(settings.cache_dir) if settings.cache_dir is not None else None)
 
 
+class _Rows:
+    """The rows of a chunk as :func:`cgcnn.transfer.assemble_features` reads them."""
+
+    def __init__(self, ids):
+        self.ids, self.targets = ids, None
+
+
 class Screener:
     """The models of a screening run, applied chunk by chunk.
 
@@ -207,6 +214,13 @@ class Screener:
         self.params = list(self.prep.params)
         for model, table in zip(self.models, self.tables):
             model.check_data(ChunkData(model.params, table, [], [], None))
+        here = all(m.device.type == "cpu" for m in self.models)  # else the networks run here, on the GPU
+        self.maker = BatchMaker(self.prep, self.models, self.tables, networks=here)
+        self.model_set = None
+        if not here:
+            from cgcnn.model import ModelSet
+
+            self.model_set = ModelSet(self.models, self.maker.keys)
 
     def record(self) -> dict:
         """What the last layer's inputs are (:func:`cgcnn.transfer.inputs_record`), from no crystal."""
@@ -222,12 +236,23 @@ class Screener:
                                   len(self.sources), self.descriptors, np.zeros((0, len(STRUCTURE_DESCRIPTORS))))
         return inputs_record(self.sources, feats, self.descriptors, self.property_models)
 
-    def prepare(self, crystals: Sequence[CrystalText]) -> list[Prepared]:
-        """Graphs of ``crystals`` built in this process."""
-        return [prepare_crystal(self.prep, c) for c in crystals]
+    def blocks(self, n: int) -> list[tuple[int, int]]:
+        """(start, end) of the blocks of a chunk of ``n`` crystals: each batch of ``batch_size`` crystals
+        cut into blocks of :data:`cgcnn.model.SLICE_CRYSTALS` from its start, the units the networks run
+        on (:func:`cgcnn.model.stack._slices`) and the tasks of the pool."""
+        from cgcnn.model import SLICE_CRYSTALS
 
-    def chunk_features(self, crystals: Sequence[CrystalText], prepared: Sequence[Prepared]):
-        """The last-layer inputs of a chunk's crystals whose graphs are built.
+        b = self.settings.batch_size
+        return [(i, min(i + SLICE_CRYSTALS, start + b, n))
+                for start in range(0, n, b) for i in range(start, min(start + b, n), SLICE_CRYSTALS)]
+
+    def batches(self, crystals: Sequence[CrystalText]) -> list[BatchOut]:
+        """A chunk's blocks (:meth:`blocks`) made in this process."""
+        return [self.maker.make(crystals[i:j]) for i, j in self.blocks(len(crystals))]
+
+    def chunk_features(self, crystals: Sequence[CrystalText], outs: Sequence[BatchOut]):
+        """The last-layer inputs of a chunk's crystals whose batches are made (:meth:`batches`, or by a
+        pool of processes), after the networks where they run in this process (on a GPU).
 
         Returns
         -------
@@ -238,7 +263,7 @@ class Screener:
         skipped : list of (cif_id, reason)
             The crystals left out (``on_error="skip"``).
         features : Features or None
-            :func:`cgcnn.transfer.features_from_datasets` of the crystals kept (None when none is).
+            :func:`cgcnn.transfer.assemble_features` of the crystals kept (None when none is).
 
         Raises
         ------
@@ -246,21 +271,15 @@ class Screener:
             With ``on_error="stop"``, the first crystal of the chunk that cannot be read or
             turned into a graph, or has an element missing from an atom table.
         """
-        from cgcnn.transfer import features_from_datasets
+        from cgcnn.transfer import STRUCTURE_DESCRIPTORS, assemble_features
 
-        for p in prepared:
-            for note in p.notes:
-                warnings.warn(note, UserWarning, stacklevel=2)
-
+        for out in outs:
+            for notes in out.notes:
+                for note in notes:
+                    warnings.warn(note, UserWarning, stacklevel=2)
+        errors = [error for out in outs for error in out.errors]
         keep, skipped = [], []
-        for i, (crystal, prep) in enumerate(zip(crystals, prepared)):
-            error = prep.error
-            if error is None:
-                for model, table in zip(self.models, self.tables):
-                    missing = table.missing(prep.graphs[self.params.index(model.params)].numbers)
-                    if missing:
-                        error = f"{crystal.source}: element(s) {', '.join(missing)} not in {table.source}"
-                        break
+        for i, (crystal, error) in enumerate(zip(crystals, errors)):
             if error is not None:
                 if self.settings.on_error == "stop":
                     raise InputError(error)
@@ -271,25 +290,27 @@ class Screener:
         targets = np.array([crystals[i].target for i in keep], dtype=np.float64)
         if not keep:
             return ids, targets, skipped, None
-        has_targets = not np.isnan(targets).all()
-        datasets = [ChunkData(m.params, t, [prepared[i].graphs[self.params.index(m.params)] for i in keep],
-                              ids, targets if has_targets else None)
-                    for m, t in zip(self.models, self.tables)]
-        desc = np.stack([prepared[i].desc for i in keep]) if self.descriptors != "none" else None
-        feats = features_from_datasets(self.models, datasets, len(self.sources), self.descriptors, desc,
-                                       self.settings.batch_size)
+        runs = [self._networks(out) for out in outs if any(e is None for e in out.errors)]
+        feas = [np.concatenate([r[0][m] for r in runs]) for m in range(len(self.models))]
+        preds = [np.concatenate([r[1][m] for r in runs]) for m in range(len(self.models))]
+        desc = None
+        if self.descriptors != "none":
+            desc = np.concatenate([out.desc for out in outs if out.desc is not None])
+            desc = desc.reshape(-1, len(STRUCTURE_DESCRIPTORS))
+        feats = assemble_features(_Rows(ids), self.models, feas, preds,
+                                  [atom_init_digest(t.atom_init) for t in self.tables], len(self.sources),
+                                  self.descriptors, desc)
         return ids, targets, skipped, feats
 
-    def finish(self, index: int, crystals: Sequence[CrystalText], prepared: Sequence[Prepared]) -> Shard:
-        """Run the networks and the last layer on a chunk whose graphs are built.
+    def finish(self, index: int, crystals: Sequence[CrystalText], outs: Sequence[BatchOut]) -> Shard:
+        """Run the last layer on a chunk whose batches are made (:meth:`chunk_features`).
 
         Raises
         ------
         InputError
-            With ``on_error="stop"``, the first crystal of the chunk that cannot be read or
-            turned into a graph, or has an element missing from an atom table.
+            As :meth:`chunk_features`.
         """
-        ids, targets, skipped, feats = self.chunk_features(crystals, prepared)
+        ids, targets, skipped, feats = self.chunk_features(crystals, outs)
         stats = {"n": len(ids), "skipped": len(skipped)}
         results = test = ""
         if feats is not None:
@@ -329,6 +350,12 @@ class Screener:
             if routes:
                 stats.update(route_bte=routes["route"].count("bte"), route_plain=routes["route"].count("plain"))
         return Shard(index, results, test, self._skipped(skipped), stats)
+
+    def _networks(self, out: BatchOut) -> tuple[list, list]:
+        """A batch's ``crys_fea`` and predictions: made with it, or computed here from its collated inputs."""
+        if out.feas is not None:
+            return out.feas, out.preds
+        return self.model_set.run({key: collated(value) for key, value in out.inputs.items()})
 
     @staticmethod
     def _skipped(skipped: list) -> str:

@@ -34,7 +34,7 @@ import numpy as np
 
 from cgcnn import InputError
 from cgcnn.data import atom_init_digest
-from cgcnn.model import SourceModel
+from cgcnn.model import ModelSet, SourceModel, run_batches
 from cgcnn.transfer.descriptors import SLACK_DESCRIPTORS, STRUCTURE_DESCRIPTORS, structure_facts
 
 __all__ = [
@@ -244,22 +244,19 @@ def compute_features(sources: Sequence[SourceModel], folder, batch_size: int = 5
         raise InputError("--descriptors slack needs the property models (--property-models)")
     models = list(sources) + (list(property_models.values()) if descriptors == "slack" else [])
     datasets: dict = {}
-    feas, preds, digests = [], [], []
-    base = None
+    keys, digests = [], []
     facts = None
     if descriptors != "none" or structure_types:
         facts = functools.partial(structure_facts, with_type=structure_types)
     for model in models:
         data = model.dataset(folder, atom_init=atom_init, cache_dir=cache_dir,
-                             **({"structure_info": facts} if base is None and facts else {}))
+                             **({"structure_info": facts} if not datasets and facts else {}))
         digest = atom_init_digest(data.atom_init)
-        data = datasets.setdefault((data.params, digest), data)
-        if base is None:
-            base = data
-        fea, pred = model.run(data, batch_size=batch_size, workers=workers, progress=progress)
-        feas.append(fea)
-        preds.append(pred)
+        datasets.setdefault((data.params, digest), data)
+        keys.append((data.params, digest))
         digests.append(digest)
+    base = datasets[keys[0]]
+    feas, preds = run_batches(ModelSet(models, keys), datasets, batch_size, workers, progress)
     structure_desc = types = None
     if facts is not None:
         rows = [base.info(i) for i in range(len(base.ids))]
@@ -348,12 +345,10 @@ def features_from_datasets(models: Sequence[SourceModel], datasets: Sequence, n_
     """
     if descriptors not in DESCRIPTOR_SETS:
         raise InputError(f"unknown descriptors {descriptors!r}; choose one of {', '.join(DESCRIPTOR_SETS)}")
-    feas, preds, digests = [], [], []
-    for model, data in zip(models, datasets):
-        fea, pred = model.run(data, batch_size=batch_size, workers=0, progress=False)
-        feas.append(fea)
-        preds.append(pred)
-        digests.append(atom_init_digest(data.atom_init))
+    keys = [(data.params, atom_init_digest(data.atom_init)) for data in datasets]
+    inputs = dict(zip(keys, datasets))
+    feas, preds = run_batches(ModelSet(models, keys), inputs, batch_size, workers=0, progress=False)
+    digests = [key[1] for key in keys]
     return assemble_features(datasets[0], models, feas, preds, digests, n_sources, descriptors, structure_desc)
 
 

@@ -117,15 +117,11 @@ def load_skops(path: Path, raw: bytes) -> Any:
         raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
     _check_schema(schema, path)
     sio = skops_io()
+    # every class of the schema is one of LAYER_CLASSES (checked above); skops audits the tree it builds
+    # against the same list, a second look that refuses anything else (one audit, not two: a third of the load)
+    trusted = sorted(f"{module}.{name}" for module, name in LAYER_CLASSES)
     try:
-        untrusted = sio.get_untrusted_types(data=raw)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
-    foreign = [t for t in untrusted if tuple(t.rsplit(".", 1)) not in LAYER_CLASSES]
-    if foreign:  # not reached after _check_schema; kept as a second look at what skops would build
-        raise InputError(f"{path}: holds types this tool does not write ({', '.join(foreign[:3])}); refused")
-    try:
-        obj = sio.loads(raw, trusted=untrusted)
+        obj = sio.loads(raw, trusted=trusted)
     except Exception as exc:
         raise InputError(f"{path}: not a readable last layer ({_first_line(exc)})") from None
     _refuse_callables(obj, path)
