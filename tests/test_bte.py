@@ -282,3 +282,30 @@ def test_format_3_without_its_bte_model_is_refused(tmp_path):
     path.write_bytes(sio.dumps(record))
     with pytest.raises(InputError, match="format 3 without its BTE model"):
         LastLayer.load(path)
+
+
+def test_resume_refuses_other_bte_values(tmp_path):
+    """A screening run's manifest records the BTE values' digest: --resume with others is refused."""
+    from types import SimpleNamespace
+
+    from cgcnn.screening import ScreenSettings
+    from cgcnn.screening.workfolder import _check_manifest, _manifest
+    from cgcnn.transfer import BTEValues
+
+    data = type("Data", (), {"path": tmp_path, "fingerprint": lambda self: "f", "__len__": lambda self: 3})()
+    table = SimpleNamespace(atom_init={1: np.zeros(2)})
+
+    def screener(sha):
+        bte = BTEValues({}, source={"name": "refined.csv", "sha256": sha}) if sha else None
+        return SimpleNamespace(sources=[SimpleNamespace(sha256="s")], models=[], tables=[table], descriptors="slack",
+                               bte=bte)
+
+    settings = ScreenSettings()
+    saved = _manifest(screener("aaa"), data, settings, "layer")
+    _check_manifest(tmp_path, saved, _manifest(screener("aaa"), data, settings, "layer"))
+    for other in ("bbb", None):
+        with pytest.raises(InputError, match="made with --bte aaa"):
+            _check_manifest(tmp_path, saved, _manifest(screener(other), data, settings, "layer"))
+    plain = _manifest(screener(None), data, settings, "layer")
+    del plain["options"]["--bte"]  # a run interrupted under the previous version resumes as before
+    _check_manifest(tmp_path, plain, _manifest(screener(None), data, settings, "layer"))
