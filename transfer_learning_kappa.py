@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "log10_kappa_bte column of CIFPATH/compounds.csv if it has one): --train 1 also fits a "
                         "last layer with it as one more descriptor on the crystals that have a value; --train 0 "
                         "predicts those with it, the others with the plain last layer (route column)")
+    p.add_argument("--refine", action="store_true",
+                   help="--train 0, then κ_L from phonons (python -m cgcnn.refine, its default settings, the refine "
+                        "extra) for the crystals flagged out of domain and those of --refine-ids, into --refined; "
+                        "with a last layer fit with --bte, the input is screened again with those values: their "
+                        "calibrated value and interval (route bte) beside the transfer's (prediction_plain)")
+    p.add_argument("--refine-ids", default=None, metavar="FILE",
+                   help="--refine also these cif_id values (one a line, or a CSV with a cif_id column)")
+    p.add_argument("--refined", default=None, metavar="PATH",
+                   help="refined.csv of --refine (default: refined.csv beside --results)")
     p.add_argument("--results", default="results.csv", help="predictions of --train 0 (CSV)")
     p.add_argument("--test-results", default="test_results.csv",
                    help="the source model's own predictions (CSV), as the original tool wrote")
@@ -186,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from cgcnn.outputs import OutputSet
     from cgcnn.transfer import compute_features, inputs_record, load_property_models
 
-    for option in ("resume", "dask", "chunk_size"):
+    for option in ("resume", "dask", "chunk_size", "refine", "refine_ids", "refined"):
         if getattr(args, option):
             raise InputError(f"--{option.replace('_', '-')} applies to --train 0 (screening) only")
     if args.on_error != "stop":
@@ -363,9 +372,11 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
         inputs.update(data_folder_inputs(data.path, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
     else:
         inputs.update({"CIFPATH": data.path, "--atom-init": args.atom_init})
-    outs = OutputSet({"--results": results, "--test-results": args.test_results, "skipped.csv": skipped,
-                      "Dask log": dask_log(results) if args.dask else None},
-                     inputs=inputs)  # checked before the long part
+    out_paths = {"--results": results, "--test-results": args.test_results, "skipped.csv": skipped,
+                 "Dask log": dask_log(results) if args.dask else None}
+    outs = OutputSet(out_paths, inputs=inputs)  # checked before the long part
+
+    refined = _refine_setup(args, results, inputs) if args.refine or args.refine_ids else None
 
     t0 = time.time()
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -376,10 +387,33 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
     tables, table_sources = atom_tables(models, data, args.atom_init)
     screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings, bte=bte)
     layer.check_inputs(screener.record())
-    # the graphs and the networks run in the pool's processes (-j), the last layer here: one thread each
-    with single_threaded():
-        summary = screen(screener, data, outs, results, Path(args.test_results), skipped, Path(args.last_layer),
-                         trust_pickle=args.trust_pickle, device=device, log=log)
+
+    def one_pass(outs):
+        # the graphs and the networks run in the pool's processes (-j), the last layer here: one thread each
+        with single_threaded():
+            summary = screen(screener, data, outs, results, Path(args.test_results), skipped,
+                             Path(args.last_layer), trust_pickle=args.trust_pickle, device=device, log=log)
+        _print_screen(summary, args, layer, skipped)
+        return summary
+
+    summary = one_pass(outs)
+    if refined is not None:
+        new = _refine(args, results, refined)
+        if new is not None and layer.bte is not None:
+            screener.bte = new if bte is None else bte.updated(new)
+            check_bte_use(layer, screener.bte, True, data.ids)
+            print(f"screening again with the BTE values of {refined}:")
+            summary = one_pass(OutputSet(out_paths, inputs={**inputs, "--refined": refined}))
+        elif new is not None:
+            print(f"note: {args.last_layer} has no BTE model: {refined} holds the raw BTE values; fit a last layer "
+                  "with --train 1 --bte FILE to calibrate them")
+    log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s "
+        f"({summary.rate:.1f} crystals/s)")
+    return 0
+
+
+def _print_screen(summary, args, layer, skipped) -> None:
+    """The summary lines of one screening pass of ``--train 0``."""
     n = summary.n
     print(f"predicted log10 κ_L of {n} crystals -> {args.results} (kappa columns in W m-1 K-1)")
     if summary.with_interval:
@@ -395,10 +429,41 @@ def _screen(args, paths: list[str], layer, descriptors: str, prop_paths: list[Pa
             print(f"interval coverage {summary.coverage:.0%} of {summary.n_targets}")
     if skipped is not None:
         print(f"skipped {summary.skipped} of {n + summary.skipped} crystals -> {skipped}")
-    log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s "
-        f"({summary.rate:.1f} crystals/s)")
-    return 0
 
+
+def _refine_setup(args, results: Path, inputs: dict) -> Path:
+    """``--refine``: its output checked against the run's inputs and outputs, and the refine extra
+    present, before the long part; returns the path of ``refined.csv``."""
+    from cgcnn.outputs import check_outputs
+    from cgcnn.refine import read_ids, require
+
+    refined = Path(args.refined) if args.refined else results.with_name("refined.csv")
+    if args.refine_ids:
+        read_ids(args.refine_ids)  # a bad list fails now
+    check_outputs({"--refined": refined, "--results": results, "--test-results": args.test_results},
+                  inputs=inputs)
+    for module in ("phono3py", "sevenn", "ase"):
+        require(module)
+    return refined
+
+
+def _refine(args, results: Path, refined: Path):
+    """``--refine`` after the screening: κ_L from phonons (:func:`cgcnn.refine.refine`, default settings,
+    failures recorded and skipped) of the crystals ``results`` flags out of domain and those of
+    ``--refine-ids``, into ``refined``; returns their :class:`cgcnn.transfer.BTEValues`, or None when
+    no crystal is named."""
+    from cgcnn.refine import BTESettings, read_crystals, read_flagged, read_ids, refine
+    from cgcnn.transfer import read_bte
+
+    only = list(dict.fromkeys(read_flagged(str(results)) + (read_ids(args.refine_ids) if args.refine_ids else [])))
+    if not only:
+        print("refine: no crystal flagged out of the applicability domain or listed; nothing computed")
+        return None
+    summary = refine(read_crystals(args.cifpath, only), refined, BTESettings(), resume=args.resume,
+                     on_error="skip", quiet=args.quiet)
+    print(f"refine: {summary.with_value} of {summary.crystals} crystals with a BTE value, {summary.without_value} "
+          f"without (reason in {refined}); {summary.seconds:.0f} s")
+    return read_bte(refined)
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

@@ -309,3 +309,65 @@ def test_resume_refuses_other_bte_values(tmp_path):
     plain = _manifest(screener(None), data, settings, "layer")
     del plain["options"]["--bte"]  # a run interrupted under the previous version resumes as before
     _check_manifest(tmp_path, plain, _manifest(screener(None), data, settings, "layer"))
+
+
+# --- --train 0 --refine ----------------------------------------------------------------
+
+
+def _tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tlk_bte", REPO / "transfer_learning_kappa.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_refine_recomputes_listed_and_flagged_crystals_and_calibrates_them(tmp_path, subset, monkeypatch, capsys):
+    """--train 0 --refine with cgcnn.refine replaced by a stand-in (the refine extra's phonons take minutes a
+    crystal): the crystals named and those flagged go to refine, whose values the BTE model then uses."""
+    import cgcnn.refine
+    from cgcnn.refine import COLUMNS, RefineSummary
+
+    folder, refined = subset
+    run("--train", 1, SOURCE, folder, "--bte", refined, "--members", "none", "--last-layer-type", "ridge", "-q",
+        cwd=tmp_path)
+    targets = dict(line.split(",") for line in (folder / "id_prop.csv").read_text().split())
+    asked = []
+
+    def fake_refine(crystals, results, settings, resume=False, on_error="stop", quiet=False):
+        asked.extend(c.cif_id for c in crystals)
+        rows = [dict.fromkeys(COLUMNS, "") | {"cif_id": c.cif_id, "log10_kappa_bte": float(targets[c.cif_id]) - 0.15,
+                                              "potential": settings.potential} for c in crystals]
+        pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(results, index=False)
+        return RefineSummary(len(crystals), len(crystals), 0, 1.0)
+
+    monkeypatch.setattr(cgcnn.refine, "require", lambda module: None)
+    monkeypatch.setattr(cgcnn.refine, "refine", fake_refine)
+    (tmp_path / "ids.txt").write_text("GaSb\n")
+    monkeypatch.chdir(tmp_path)
+    assert _tool().main(["--train", "0", str(SOURCE), str(folder), "--bte", str(refined), "--refine",
+                         "--refine-ids", "ids.txt", "--refined", "new.csv", "-q", "-j", "0"]) == 0
+    out = capsys.readouterr().out
+    flagged = pd.read_csv(tmp_path / "results.csv", keep_default_na=False, na_values=[""])
+    assert asked[-1] == "GaSb" and set(asked[:-1]) <= set(flagged.cif_id)
+    assert "refine: " in out and "screening again with the BTE values of new.csv" in out
+    row = flagged.set_index("cif_id").loc["GaSb"]
+    assert row.route == "bte" and row.log10_kappa_bte == pytest.approx(float(targets["GaSb"]) - 0.15)
+    assert np.isfinite(row.prediction_plain) and row.prediction != row.prediction_plain
+    assert (flagged.route == "bte").sum() == 13  # the 12 of refined.csv, and GaSb
+
+
+def test_refine_without_the_extra_is_one_line(tmp_path, subset):
+    try:
+        import sevenn  # noqa: F401
+
+        pytest.skip("the refine extra is installed")
+    except ImportError:
+        pass
+    folder, _ = subset
+    run("--train", 1, SOURCE, folder, "--members", "none", "--last-layer-type", "ridge", "-q", cwd=tmp_path)
+    proc = run("--train", 0, SOURCE, folder, "--refine", "-q", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "pip install .[refine]" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "results.csv").exists()  # refused before the long part

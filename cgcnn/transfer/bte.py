@@ -72,6 +72,17 @@ class BTEValues:
         """The file's name, for messages."""
         return self.source.get("name", "the BTE values")
 
+    def updated(self, other: BTEValues) -> BTEValues:
+        """These values with ``other``'s over them: a crystal ``other`` lists (with a value or a reason) takes
+        ``other``'s entry (e.g. ``--bte FILE`` updated by the crystals ``--refine`` computed)."""
+        listed = set(other.values) | set(other.reasons)
+        values = {k: v for k, v in self.values.items() if k not in listed}
+        reasons = {k: v for k, v in self.reasons.items() if k not in listed}
+        source = {"name": f"{self.name} + {other.name}", "column": other.source.get("column", BTE_COLUMN),
+                  "sha256": ",".join(str(s.source.get("sha256", "")) for s in (self, other))}
+        return BTEValues({**values, **other.values}, {**reasons, **other.reasons},
+                         {**self.potentials, **other.potentials}, source)
+
     def lookup(self, ids) -> tuple[np.ndarray, list[str]]:
         """The value of each of ``ids`` (ndarray of shape (n,), NaN without one) and why each without one
         has none (``""`` with a value; ``not in FILE`` for a crystal the file does not list)."""
