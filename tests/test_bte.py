@@ -208,6 +208,12 @@ def test_train_and_predict_with_bte(tmp_path, subset):
     assert "without a BTE value (3 dynamically unstable at 0 K, 1 not in refined.csv): 4 crystals" in out.stdout
     layer = LastLayer.load(tmp_path / "last_layer.sav")
     assert layer.bte["potentials"] == ["7net-l3i5"] and layer.bte["layer"].n_features == layer.n_features + 1
+    from cgcnn import KappaModel
+
+    api = KappaModel.load(tmp_path / "last_layer.sav", source=SOURCE, workers=0).predict([str(folder / "Si.cif")])
+    assert list(api.columns[-4:]) == list(ROUTE_COLUMNS) and api.route.tolist() == ["plain"]  # the API: no values
+    assert api.no_bte_reason.tolist() == ["no BTE values given"]
+    assert api.prediction.item() == api.prediction_plain.item()
 
     out = run("--train", 0, SOURCE, folder, "--bte", refined, "-q", cwd=tmp_path)
     res = pd.read_csv(tmp_path / "results.csv", keep_default_na=False, na_values=[""])
