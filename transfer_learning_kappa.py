@@ -87,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", default=None, type=float,
                    help="level of the prediction interval (default 0.9 for --train 1; --train 0: the level "
                         "stored at fitting)")
+    p.add_argument("--bte", default=None, metavar="FILE",
+                   help="log10_kappa_bte of the crystals (a refined.csv of python -m cgcnn.refine; default: the "
+                        "log10_kappa_bte column of CIFPATH/compounds.csv if it has one): --train 1 also fits a "
+                        "last layer with it as one more descriptor on the crystals that have a value; --train 0 "
+                        "predicts those with it, the others with the plain last layer (route column)")
+    p.add_argument("--refine", action="store_true",
+                   help="--train 0, then κ_L from phonons (python -m cgcnn.refine, its default settings, the refine "
+                        "extra) for the crystals flagged out of domain and those of --refine-ids, into --refined; "
+                        "with a last layer fit with --bte, the input is screened again with those values: their "
+                        "calibrated value and interval (route bte) beside the transfer's (prediction_plain)")
+    p.add_argument("--refine-ids", default=None, metavar="FILE",
+                   help="--refine also these cif_id values (one a line, or a CSV with a cif_id column)")
+    p.add_argument("--refined", default=None, metavar="PATH",
+                   help="refined.csv of --refine (default: refined.csv beside --results)")
     p.add_argument("--results", default="results.csv", help="predictions of --train 0 (CSV)")
     p.add_argument("--test-results", default="test_results.csv",
                    help="the source model's own predictions (CSV), as the original tool wrote")
@@ -124,18 +138,22 @@ def main(argv: list[str] | None = None) -> int:
     from cgcnn.outputs import OutputSet
     from cgcnn.transfer import compute_features, inputs_record
 
-    for option in ("resume", "dask", "chunk_size"):
+    for option in ("resume", "dask", "chunk_size", "refine", "refine_ids", "refined"):
         if getattr(args, option):
             raise InputError(f"--{option.replace('_', '-')} applies to --train 0 (screening) only")
     if args.on_error != "stop":
         raise InputError("--on-error skip applies to --train 0 (screening) only; --train 1 needs every crystal")
 
     from cgcnn.crystals import data_folder_inputs
+    from cgcnn.transfer import folder_bte
 
     folder = Path(args.cifpath)
     _check_targets(folder, args)  # before any feature is computed
+    bte, _ = folder_bte(args.bte, folder)
     inputs = route.model_files()
     inputs.update(data_folder_inputs(folder, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
+    if args.bte:
+        inputs["--bte"] = args.bte
     outputs = {"--last-layer": args.last_layer, "--test-results": args.test_results}
     outs = OutputSet(outputs, inputs=inputs)  # checked before the long part
 
@@ -157,10 +175,18 @@ def main(argv: list[str] | None = None) -> int:
             f"(crys_fea {feats.groups[0]}, descriptors {feats.groups[1]})")
         layer = LastLayer.fit(feats.X, feats.targets, kind, args.seed, args.cv_folds, level=level,
                               inputs=record, groups=feats.groups, log=log)
+        if bte is not None:
+            from cgcnn.transfer import fit_bte
+
+            log(f"fitting the last layer with log10_kappa_bte ({kind}) on the crystals with a value in {bte.name}")
+            fit_bte(layer, feats.X, feats.targets, feats.ids, bte, feats.groups, kind=kind, seed=args.seed,
+                    cv_folds=args.cv_folds, level=level, log=log)
         with outs:
             outs.write_csv(args.test_results, source_results)
             layer.save_to(outs, args.last_layer)
         _print_fit(layer, args, n, feats.X.shape[1], descriptors, level, route.note)
+        if layer.bte is not None:
+            _print_bte_fit(layer, args, n, level)
     log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s")
     return 0
 
@@ -206,6 +232,30 @@ def _print_fit(layer, args, n: int, n_inputs: int, descriptors: str, level: floa
               f"(CV+ needs at least 10 and more than {1 / (1 - level):.0f})")
 
 
+def _print_bte_fit(layer, args, n: int, level: float) -> None:
+    """The lines ``--train 1`` adds for the BTE model: on which crystals, which not and why, its errors."""
+    fit = layer.bte
+    sub = fit["layer"]
+    print(f"BTE descriptor ({fit['source']['name']}, column {fit['source']['column']}): {fit['n_with']} of {n} "
+          f"crystals have a value; the {sub.kind} last layer with log10_kappa_bte as one more descriptor is fit on "
+          f"them, the plain one above on all {n}")
+    if fit["n_without"]:
+        print(f"without a BTE value ({fit['without']}): {fit['n_without']} crystals, predicted by the plain last "
+              "layer (nothing imputed)")
+    cv = sub.cv
+    if cv.get("mae") is not None:
+        print(f"with BTE: {cv['folds']}-fold x {cv['repeats']} cross-validated MAE {cv['mae']:.3f} log10 κ_L on "
+              f"the {fit['n_with']} crystals (predicting the mean: {cv['mae_constant']:.3f})")
+    else:
+        print(f"with BTE: no cross-validation on {fit['n_with']} crystals; training MAE {sub.train_mae:.3f}")
+    iv = sub.interval
+    if iv.get("cv_coverage") is not None:
+        print(f"with BTE: {iv['level']:.0%} interval (CV+): cross-validated coverage {iv['cv_coverage']:.0%}, "
+              f"mean width {iv['cv_width']:.2f} log10")
+    elif sub.conformal is None:
+        print(f"with BTE: no prediction interval ({fit['n_with']} crystals are too few for {level:.0%})")
+
+
 def _check_targets(folder: Path, args) -> None:
     """``--train 1``: refuse, before any model is loaded or feature computed, a data folder
     without targets, with fewer than 2, with targets that are not log10 κ_L
@@ -239,6 +289,7 @@ def _screen(args, route, layer, device) -> int:
     from cgcnn.data import single_threaded
     from cgcnn.outputs import OutputSet
     from cgcnn.screening import Screener, atom_tables, dask_log, screen
+    from cgcnn.transfer import check_bte_use, folder_bte
 
     check_counts(args, at_least_one=("batch_size", "chunk_size"))
     settings = _screen_settings(args)
@@ -246,45 +297,113 @@ def _screen(args, route, layer, device) -> int:
     data = open_input(args.cifpath)
     if data.targets is not None:  # compared with the predictions: they must be log10 κ_L too
         check_log10_kappa(data.targets, data.path / "id_prop.csv", data.ids)
+    bte, explicit = folder_bte(args.bte, data.path if data.kind == "folder" else None)
+    note = check_bte_use(layer, bte, explicit, data.ids)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    if layer.bte is None:
+        bte = None  # a compounds.csv column that this last layer does not use
     results = Path(args.results)
     skipped = results.with_name("skipped.csv") if args.on_error == "skip" else None
     descriptors = route.descriptors
     inputs = route.model_files()
     inputs["--last-layer"] = args.last_layer
+    if args.bte:
+        inputs["--bte"] = args.bte
     if data.kind == "folder":
         inputs.update(data_folder_inputs(data.path, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
     else:
         inputs.update({"CIFPATH": data.path, "--atom-init": args.atom_init})
-    outs = OutputSet({"--results": results, "--test-results": args.test_results, "skipped.csv": skipped,
-                      "Dask log": dask_log(results) if args.dask else None},
-                     inputs=inputs)  # checked before the long part
+    out_paths = {"--results": results, "--test-results": args.test_results, "skipped.csv": skipped,
+                 "Dask log": dask_log(results) if args.dask else None}
+    outs = OutputSet(out_paths, inputs=inputs)  # checked before the long part
+
+    refined = _refine_setup(args, results, inputs) if args.refine or args.refine_ids else None
 
     t0 = time.time()
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     sources, props = route.load_models(device)
     models = sources + (list(props.values()) if props else [])
     tables, table_sources = atom_tables(models, data, args.atom_init)
-    screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings)
+    screener = Screener(sources, props, descriptors, layer, tables, table_sources, settings, bte=bte)
     layer.check_inputs(screener.record())
-    # the graphs and the networks run in the pool's processes (-j), the last layer here: one thread each
-    with single_threaded():
-        summary = screen(screener, data, outs, results, Path(args.test_results), skipped, Path(args.last_layer),
-                         trust_pickle=args.trust_pickle, device=device, log=log)
+
+    def one_pass(outs):
+        # the graphs and the networks run in the pool's processes (-j), the last layer here: one thread each
+        with single_threaded():
+            summary = screen(screener, data, outs, results, Path(args.test_results), skipped,
+                             Path(args.last_layer), trust_pickle=args.trust_pickle, device=device, log=log)
+        _print_screen(summary, args, layer, skipped)
+        return summary
+
+    summary = one_pass(outs)
+    if refined is not None:
+        new = _refine(args, results, refined)
+        if new is not None and layer.bte is not None:
+            screener.bte = new if bte is None else bte.updated(new)
+            check_bte_use(layer, screener.bte, True, data.ids)
+            print(f"screening again with the BTE values of {refined}:")
+            summary = one_pass(OutputSet(out_paths, inputs={**inputs, "--refined": refined}))
+        elif new is not None:
+            print(f"note: {args.last_layer} has no BTE model: {refined} holds the raw BTE values; fit a last layer "
+                  "with --train 1 --bte FILE to calibrate them")
+    log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s "
+        f"({summary.rate:.1f} crystals/s)")
+    return 0
+
+
+def _print_screen(summary, args, layer, skipped) -> None:
+    """The summary lines of one screening pass of ``--train 0``."""
     n = summary.n
     print(f"predicted log10 κ_L of {n} crystals -> {args.results} (kappa columns in W m-1 K-1)")
     if summary.with_interval:
         print(f"{summary.level:.0%} prediction intervals (CV+); {summary.out_of_domain} of {n} crystals "
               "outside the last layer's applicability domain (in_domain False)")
+    if layer.bte is not None:
+        print(f"routes: {summary.routes.get('bte', 0)} of {n} crystals predicted with their BTE value "
+              f"(route bte), {summary.routes.get('plain', 0)} by the plain last layer (route plain; why: "
+              "no_bte_reason column)")
     if summary.n_targets:
         print(f"MAE {summary.mae:.3f} log10 κ_L (a factor of {10 ** summary.mae:.2f} in κ_L), R² {summary.r2:.3f}")
         if summary.with_interval:
             print(f"interval coverage {summary.coverage:.0%} of {summary.n_targets}")
     if skipped is not None:
         print(f"skipped {summary.skipped} of {n + summary.skipped} crystals -> {skipped}")
-    log(f"source model predictions -> {args.test_results}; {time.time() - t0:.1f} s "
-        f"({summary.rate:.1f} crystals/s)")
-    return 0
 
+
+def _refine_setup(args, results: Path, inputs: dict) -> Path:
+    """``--refine``: its output checked against the run's inputs and outputs, and the refine extra
+    present, before the long part; returns the path of ``refined.csv``."""
+    from cgcnn.outputs import check_outputs
+    from cgcnn.refine import read_ids, require
+
+    refined = Path(args.refined) if args.refined else results.with_name("refined.csv")
+    if args.refine_ids:
+        read_ids(args.refine_ids)  # a bad list fails now
+    check_outputs({"--refined": refined, "--results": results, "--test-results": args.test_results},
+                  inputs=inputs)
+    for module in ("phono3py", "sevenn", "ase"):
+        require(module)
+    return refined
+
+
+def _refine(args, results: Path, refined: Path):
+    """``--refine`` after the screening: κ_L from phonons (:func:`cgcnn.refine.refine`, default settings,
+    failures recorded and skipped) of the crystals ``results`` flags out of domain and those of
+    ``--refine-ids``, into ``refined``; returns their :class:`cgcnn.transfer.BTEValues`, or None when
+    no crystal is named."""
+    from cgcnn.refine import BTESettings, read_crystals, read_flagged, read_ids, refine
+    from cgcnn.transfer import read_bte
+
+    only = list(dict.fromkeys(read_flagged(str(results)) + (read_ids(args.refine_ids) if args.refine_ids else [])))
+    if not only:
+        print("refine: no crystal flagged out of the applicability domain or listed; nothing computed")
+        return None
+    summary = refine(read_crystals(args.cifpath, only), refined, BTESettings(), resume=args.resume,
+                     on_error="skip", quiet=args.quiet)
+    print(f"refine: {summary.with_value} of {summary.crystals} crystals with a BTE value, {summary.without_value} "
+          f"without (reason in {refined}); {summary.seconds:.0f} s")
+    return read_bte(refined)
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

@@ -12,8 +12,9 @@ dynamically unstable, failed, or not computed yet) are listed and left out of bo
 are compared on the same crystals; nothing is imputed.  Prints, for prototype-grouped K-fold (the
 ``--group-by`` column of ``FOLDER/compounds.csv``) and for the random 80/20 splits of ParAIsite, the
 held-out MAE (log10 κ_L, mean ± standard deviation over splits) without and with the BTE descriptor, and
-the raw BTE values' MAE against the measured values on the same crystals.  A prototype of the harness
-the transfer's ``--bte FILE`` will use; not a test.
+the raw BTE values' MAE against the measured values on the same crystals.  Not a test.  The tool's own
+evaluation is ``python -m cgcnn.evaluate MODELPATH FOLDER --bte REFINED_CSV``: on every crystal, those
+without a value predicted by the plain last layer (:mod:`cgcnn.evaluation.bte`).
 """
 
 from __future__ import annotations

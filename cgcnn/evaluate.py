@@ -33,7 +33,12 @@ Methods:
   of the training part), ParAIsite's staged fine-tuning; where, on those 10 %, it does
   worse than the ``gp`` last layer on the frozen inputs fit on the same 90 %, that last
   layer's prediction is used instead (the number of such splits is reported), so that
-  fine-tuning never loses to the features it starts from on its own validation data.
+  fine-tuning never loses to the features it starts from on its own validation data;
+- ``auto+bte`` ... (``--bte FILE``, or a ``log10_kappa_bte`` column of ``CIFPATH/compounds.csv``): each
+  last layer once more with the phonon-BTE value as one more descriptor, fit on the training crystals
+  that have a value; test crystals without one get the plain method's prediction
+  (:mod:`cgcnn.evaluation.bte`), and ``metrics.md`` adds every method's MAE on the crystals with a
+  value beside the raw BTE values' own.
 
 Writes ``metrics.md`` (MAE, RMSE, R² and Spearman ρ of log10 κ_L, MAPE of κ_L; mean ±
 standard deviation over splits; the held-out coverage and mean width of each method's
@@ -113,7 +118,7 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
              last_layers: Sequence[str] = METHODS, descriptors: str = "none", property_models: dict | None = None,
              level: float = 0.9, finetune: int = 0, finetune_patience: int = 10, finetune_batch_size: int = 64,
              finetune_lr: float = 0.003, batch_size: int = 500, workers: int | None = 0, atom_init=None,
-             cache_dir=None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+             cache_dir=None, progress: bool = True, bte=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cross-validate the transfer from ``sources`` to the crystals of ``folder``.
 
     Parameters
@@ -145,6 +150,11 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
     batch_size, workers, atom_init, cache_dir, progress
         As :func:`cgcnn.transfer.compute_features`; ``progress`` also prints a line
         per stage on stderr.
+    bte : cgcnn.transfer.BTEValues, optional
+        BTE values: adds a method ``K+bte`` for every ``K`` of ``last_layers``
+        (:func:`cgcnn.evaluation.bte.bte_rows`), a ``log10_kappa_bte`` column to ``predictions``
+        and ``table.attrs["bte"]`` (``source``, ``n_with``, ``without``, ``subset``:
+        :func:`cgcnn.evaluation.bte.bte_subset`).
 
     Returns
     -------
@@ -199,6 +209,13 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
     log(f"{n} crystals x {X.shape[1]} inputs (crys_fea {feats.groups[0]}, descriptors {feats.groups[1]}) in "
         f"{time.time() - t0:.1f} s; {len(parts)} splits")
     ids = np.asarray(feats.ids, dtype=object)
+    if bte is not None:
+        from cgcnn.evaluation import bte_rows, bte_subset
+        from cgcnn.transfer import reason_counts
+
+        values, reasons = bte.lookup(feats.ids)
+        log(f"{int(np.isfinite(values).sum())} of {n} crystals have a BTE value ({bte.name}); without one "
+            f"({reason_counts(reasons)}) the +bte methods use the plain method's prediction")
 
     tuned = {}
     if finetune:
@@ -219,6 +236,8 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
                                       groups=groups_, interval_cv=False)
                 p = layer.predict(inputs[test])
             rows[method] = (p.prediction, p.low, p.high, p.in_domain)
+        if bte is not None:
+            rows.update(bte_rows(X, y, values, feats.groups, split, last_layers, rows, level))
         if finetune:
             # fine-tuning must not lose to the frozen features it starts from: on the inner
             # validation rows it chose its epoch on, compare it with the default last layer
@@ -235,7 +254,8 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
         for method, (pred, low, high, inside) in rows.items():
             frames.append(pd.DataFrame({"split": split.index, "seed": split.seed, "cif_id": ids[test],
                                         "method": method, "target": y[test], "prediction": np.asarray(pred, float),
-                                        "low": low, "high": high, "in_domain": inside}))
+                                        "low": low, "high": high, "in_domain": inside,
+                                        **({"log10_kappa_bte": values[test]} if bte is not None else {})}))
         log(f"split {split.index + 1}/{len(parts)} done, {time.time() - t0:.1f} s")
     predictions = pd.concat(frames, ignore_index=True)
     table = summarize(predictions)
@@ -253,6 +273,9 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
                      "splits, where it lost on the inner validation rows")
     table.attrs.update(folder=Path(folder).resolve().name, n=n, protocol=protocol,
                        sources=[s.path.name for s in sources], descriptors=descriptors, level=level)
+    if bte is not None:
+        table.attrs["bte"] = {"source": bte.name, "n_with": int(np.isfinite(values).sum()),
+                              "without": reason_counts(reasons), "subset": bte_subset(predictions)}
     return table, predictions
 
 
@@ -285,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: the ensemble members beside MODELPATH (seed*/ folders), as --train 1 fits them; "
                         "none: MODELPATH alone")
     p.add_argument("--interval", default=0.9, type=float, help="level of the prediction intervals")
+    p.add_argument("--bte", default=None, metavar="FILE",
+                   help="log10_kappa_bte values (a refined.csv of python -m cgcnn.refine; default: the "
+                        "log10_kappa_bte column of CIFPATH/compounds.csv if it has one): also evaluate each last "
+                        "layer with it as one more descriptor (methods K+bte)")
     p.add_argument("--finetune", default=0, type=int, metavar="EPOCHS",
                    help="also fine-tune the first source network for at most EPOCHS epochs per split (0: no)")
     p.add_argument("--finetune-patience", default=10, type=int, help="early-stopping patience of --finetune")
@@ -301,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     from cgcnn.crystals import data_folder_inputs
     from cgcnn.model import SourceModel
     from cgcnn.outputs import check_output_dir, check_outputs
-    from cgcnn.transfer import default_property_models, load_property_models, with_members
+    from cgcnn.transfer import default_property_models, folder_bte, load_property_models, with_members
 
     args = build_parser().parse_args(argv)
     check_options(args)  # every numeric option in its range, before any work
@@ -331,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     inputs.update(data_folder_inputs(args.cifpath, args.atom_init))  # id_prop.csv, atom_init.json, every CIF
     if args.group_by:
         inputs["--groups-file"] = args.groups_file or Path(args.cifpath) / "compounds.csv"
+    bte, _ = folder_bte(args.bte, args.cifpath)  # read before the long part
+    if args.bte:
+        inputs["--bte"] = args.bte
     if out_dir.is_dir():  # no report file may be an input (a link to one): refused before the long part
         check_outputs({name: out_dir / name for name in REPORT_FILES}, inputs=inputs)
     sources = [SourceModel.load(p, require_regression=True, device=device) for p in paths]
@@ -352,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         last_layers=last_layers, descriptors=descriptors, property_models=props, level=args.interval,
         finetune=args.finetune, finetune_patience=args.finetune_patience,
         finetune_batch_size=args.finetune_batch_size, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
-        workers=args.workers, atom_init=args.atom_init, cache_dir=args.cache_dir, progress=not args.quiet)
+        workers=args.workers, atom_init=args.atom_init, cache_dir=args.cache_dir, progress=not args.quiet, bte=bte)
     written = write_report(table, predictions, args.out_dir, inputs=inputs)
     print(format_table(table), end="")
     print(f"wrote {written['metrics']}, {written['predictions']}, {written['parity']}", file=sys.stderr)

@@ -279,6 +279,9 @@ class KappaModel:
         DataFrame
             The columns of ``results.csv`` (``target`` empty), index ``cif_id``, rows in input order:
             ``prediction``, ``prediction_low``, ``prediction_high`` in log10 κ_L; ``kappa*`` in W m⁻¹ K⁻¹.
+            A last layer fit with BTE values (``--train 1 --bte``) adds the route columns
+            (:data:`cgcnn.transfer.ROUTE_COLUMNS`): here every crystal takes the plain route (no BTE values
+            are given to this method), and says so.
 
         Raises
         ------
@@ -291,7 +294,7 @@ class KappaModel:
         from cgcnn.crystals import CrystalInput, check_log10_kappa
         from cgcnn.data import single_threaded
         from cgcnn.options import check_values
-        from cgcnn.screening import RESULT_COLUMNS, local_shards
+        from cgcnn.screening import local_shards
 
         check_values({"interval": interval}, prefix="")
         structures = open_structures(structures)
@@ -302,7 +305,7 @@ class KappaModel:
         chunks = self._chunks(structures, ids, None, screener.settings.chunk)
         with single_threaded():  # the pool's processes hold the cores; the results are those of the command line
             rows = [shard.results for shard in local_shards(screener, chunks, screener.settings)]
-        text = ",".join(RESULT_COLUMNS) + "\n" + "".join(rows)
+        text = ",".join(screener.columns) + "\n" + "".join(rows)  # a last layer with a BTE model: its route columns
         table = pd.read_csv(io.StringIO(text), dtype={"cif_id": str}, keep_default_na=False, na_values=[""])
         return table.set_index("cif_id")
 

@@ -3,11 +3,14 @@ and the report.
 
 - :mod:`~cgcnn.evaluation.protocol`: random splits (ParAIsite, arXiv:2411.18259), K-fold and grouped
   (prototype, structure type) cross-validation, and their figures (:func:`metrics`, :func:`summarize`);
-- :mod:`~cgcnn.evaluation.report`: ``metrics.md`` and ``parity.png`` (:func:`write_report`).
+- :mod:`~cgcnn.evaluation.report`: ``metrics.md`` and ``parity.png`` (:func:`write_report`);
+- :mod:`~cgcnn.evaluation.bte`: the last layers with the phonon-BTE value as one more descriptor
+  (``--bte``: :func:`bte_rows`) and their figures on the crystals with a value (:func:`bte_subset`).
 
 Layer: above :mod:`cgcnn.transfer`, beside :mod:`cgcnn.screening` (neither imports the other).
 """
 
+from cgcnn.evaluation.bte import bte_rows, bte_subset
 from cgcnn.evaluation.protocol import (
     Split,
     make_group_splits,
@@ -29,6 +32,7 @@ from cgcnn.evaluation.report import (
 )
 
 __all__ = [
-    "BASELINES", "METRICS", "Split", "best_method", "format_table", "label", "make_group_splits", "make_splits",
-    "metrics", "parity_figure", "read_groups", "split_metrics", "structure_types", "summarize", "write_report",
+    "BASELINES", "METRICS", "Split", "best_method", "bte_rows", "bte_subset", "format_table", "label",
+    "make_group_splits", "make_splits", "metrics", "parity_figure", "read_groups", "split_metrics", "structure_types",
+    "summarize", "write_report",
 ]

@@ -33,7 +33,9 @@ _LABELS = {
 
 
 def label(method: str) -> str:
-    """A reader's name of a method."""
+    """A reader's name of a method (``K+bte``: ``K``'s with the BTE descriptor)."""
+    if method.endswith("+bte"):
+        return f"{label(method[:-4])} with the BTE descriptor"
     return _LABELS.get(method, f"{method} last layer")
 
 
@@ -48,13 +50,19 @@ def format_table(table: pd.DataFrame) -> str:
 
     A header line (folder, n, protocol, sources, descriptors), the accuracy table (mean ± std
     over splits), then, for the methods that have intervals, their held-out coverage and mean
-    width and the MAE of crystals in and out of the applicability domain (pooled over splits).
+    width and the MAE of crystals in and out of the applicability domain (pooled over splits); with BTE
+    values (``table.attrs["bte"]``, :func:`cgcnn.evaluate.evaluate`), which crystals have one and every
+    method's MAE on those alone beside the raw BTE values'.
     """
     a = table.attrs
     header = (f"Transfer evaluation of `{a.get('folder', '?')}` ({a.get('n', '?')} crystals): "
               f"{a.get('protocol', '')}; source model(s): {', '.join(a.get('sources', []))}; "
               f"descriptors: {a.get('descriptors', 'none')}. "
               "Held-out metrics, mean ± std over splits; κ_L in W m⁻¹ K⁻¹.")
+    bte = a.get("bte")
+    if bte:
+        header += (f" BTE values ({bte['source']}): {bte['n_with']} of {a.get('n', '?')} crystals have one; "
+                   f"the others ({bte['without']}) get the plain method's prediction in the +bte rows.")
     lines = [header, "", "| method | " + " | ".join(METRICS.values()) + " |", "|---|" + "---:|" * len(METRICS)]
     for method, row in table.iterrows():
         cells = []
@@ -74,6 +82,11 @@ def format_table(table: pd.DataFrame) -> str:
             out = "n/a" if not row["n_out"] else f"{row['mae_out']:.3f} ({int(row['n_out'])})"
             lines.append(f"| {method} | {100 * row['coverage']:.1f} | {row['width']:.3f} | "
                          f"{row['mae_in']:.3f} ({int(row['n_in'])}) | {out} |")
+    if bte and len(bte["subset"]):
+        lines += ["", f"The {bte['n_with']} crystals with a BTE value alone (held-out MAE, mean ± std over splits; "
+                  "raw BTE: the values themselves):", "", "| method | MAE (log10) | predictions |", "|---|---:|---:|"]
+        for method, row in bte["subset"].iterrows():
+            lines.append(f"| {method} | {row['mae']:.3f} ± {row['mae_std']:.3f} | {int(row['n'])} |")
     return "\n".join(lines) + "\n"
 
 

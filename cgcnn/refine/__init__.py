@@ -12,7 +12,8 @@ packages are imported only inside the functions that use them.
 - :mod:`~cgcnn.refine.rows`: one crystal's row of ``refined.csv`` (:data:`COLUMNS`, :func:`crystal_row`,
   :func:`format_row`);
 - :mod:`~cgcnn.refine.run`: a run over many crystals, one shard per crystal, resumable (:func:`refine`,
-  :func:`read_crystals`, :func:`shard_folder`);
+  :func:`read_crystals`, :func:`shard_folder`), and which crystals (:func:`read_ids`, :func:`read_flagged`: those a
+  transfer run flags out of its applicability domain);
 - :mod:`~cgcnn.refine.cluster`: the crystals as tasks on a ``dask.distributed`` cluster (``--dask``);
 - ``python -m cgcnn.refine`` (console script ``cgcnn-refine``): the command.
 
@@ -30,8 +31,9 @@ from cgcnn.refine.phonons import (
     require,
 )
 from cgcnn.refine.rows import COLUMNS, crystal_row, format_row
-from cgcnn.refine.run import ON_ERROR, RefineSummary, read_crystals, refine, shard_folder
+from cgcnn.refine.run import ON_ERROR, RefineSummary, read_crystals, read_flagged, read_ids, refine, shard_folder
 
 __all__ = ["COLUMNS", "ON_ERROR", "POTENTIALS", "BTESettings", "BTEValue", "RefineSummary",
-           "bte_kappa", "choose_supercell", "crystal_row", "format_row", "imaginary_modes", "read_crystals", "refine",
+           "bte_kappa", "choose_supercell", "crystal_row", "format_row", "imaginary_modes", "read_crystals",
+           "read_flagged", "read_ids", "refine",
            "require", "shard_folder"]

@@ -11,6 +11,9 @@ import sys
 
 from cgcnn import InputError
 from cgcnn.cli import run_main
+from cgcnn.refine.run import read_flagged, read_ids
+
+_read_flagged, _read_ids = read_flagged, read_ids  # the names of earlier versions
 
 
 def _triple(text: str) -> tuple[int, int, int]:
@@ -83,39 +86,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_ids(path: str) -> list[str]:
-    try:
-        lines = [ln.strip() for ln in open(path, encoding="utf-8") if ln.strip()]
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    if lines and "," in lines[0]:
-        header = lines[0].split(",")
-        if "cif_id" not in header:
-            raise InputError(f"{path}: a CSV list needs a cif_id column")
-        col = header.index("cif_id")
-        lines = [ln.split(",")[col] for ln in lines[1:]]
-    if not lines:
-        raise InputError(f"{path}: no cif_id listed")
-    return lines
-
-
-def _read_flagged(path: str) -> list[str]:
-    """The ``cif_id`` of the rows of a transfer run's ``results.csv`` with ``in_domain`` False."""
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(path, dtype={"cif_id": str}, keep_default_na=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read as a CSV ({exc})") from None
-    if not {"cif_id", "in_domain"} <= set(table.columns):
-        raise InputError(f"{path}: no cif_id and in_domain columns (a results.csv of the transfer, --train 0, "
-                         "with a last layer that has an applicability domain)")
-    flags = table["in_domain"].astype(str).str.strip().str.lower()
-    if not flags.isin(["true", "false", ""]).all():
-        raise InputError(f"{path}: in_domain must be True or False")
-    return table.loc[flags == "false", "cif_id"].tolist()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command (see :func:`parser`); returns the exit status."""
     args = parser().parse_args(argv)
@@ -132,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                            isotopes=not args.no_isotopes, fmax=args.fmax, max_steps=args.max_steps)
     only = None
     if args.flagged or args.ids:
-        only = (_read_flagged(args.flagged) if args.flagged else []) + (_read_ids(args.ids) if args.ids else [])
+        only = (read_flagged(args.flagged) if args.flagged else []) + (read_ids(args.ids) if args.ids else [])
         if not only:
             raise InputError(f"{args.flagged}: no crystal is flagged out of domain; nothing to refine")
     crystals = read_crystals(args.cifpath, only)

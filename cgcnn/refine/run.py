@@ -24,7 +24,7 @@ from cgcnn.crystals import CrystalText, open_input
 from cgcnn.outputs import check_output, save_csv, save_text
 from cgcnn.refine.rows import COLUMNS, crystal_row, format_row
 
-__all__ = ["ON_ERROR", "RefineSummary", "package_versions", "read_crystals",
+__all__ = ["ON_ERROR", "RefineSummary", "package_versions", "read_crystals", "read_flagged", "read_ids",
            "refine", "shard_folder"]
 
 #: What ``--on-error`` takes: stop at the first crystal that fails, or record it and go on.
@@ -83,6 +83,52 @@ def read_crystals(path: str | os.PathLike, only: list[str] | None = None) -> lis
     if not crystals:
         raise InputError(f"{path}: no crystals")
     return crystals
+
+
+def read_ids(path: str) -> list[str]:
+    """The ``cif_id`` values listed in ``path``: one a line, or a CSV with a ``cif_id`` column.
+
+    Raises
+    ------
+    InputError
+        An unreadable file, a CSV without ``cif_id``, or no id at all.
+    """
+    try:
+        lines = [ln.strip() for ln in open(path, encoding="utf-8") if ln.strip()]
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if lines and "," in lines[0]:
+        header = lines[0].split(",")
+        if "cif_id" not in header:
+            raise InputError(f"{path}: a CSV list needs a cif_id column")
+        col = header.index("cif_id")
+        lines = [ln.split(",")[col] for ln in lines[1:]]
+    if not lines:
+        raise InputError(f"{path}: no cif_id listed")
+    return lines
+
+
+def read_flagged(path: str) -> list[str]:
+    """The ``cif_id`` of the rows of a transfer run's ``results.csv`` with ``in_domain`` False.
+
+    Raises
+    ------
+    InputError
+        An unreadable CSV, no ``cif_id`` and ``in_domain`` columns, a flag other than True/False.
+    """
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, dtype={"cif_id": str}, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read as a CSV ({exc})") from None
+    if not {"cif_id", "in_domain"} <= set(table.columns):
+        raise InputError(f"{path}: no cif_id and in_domain columns (a results.csv of the transfer, --train 0, "
+                         "with a last layer that has an applicability domain)")
+    flags = table["in_domain"].astype(str).str.strip().str.lower()
+    if not flags.isin(["true", "false", ""]).all():
+        raise InputError(f"{path}: in_domain must be True or False")
+    return table.loc[flags == "false", "cif_id"].tolist()
 
 
 @dataclass

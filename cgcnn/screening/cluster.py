@@ -96,7 +96,7 @@ def _screener_from_spec(spec: dict) -> Screener:
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # everything is in memory now
     return Screener(sources, props, spec["descriptors"], layer, spec["tables"], spec["table_sources"],
-                    spec["settings"])
+                    spec["settings"], bte=spec.get("bte"))
 
 
 def _dask_spec(screener: Screener, layer_path: Path, trust_pickle: bool, device) -> dict:
@@ -111,11 +111,14 @@ def _dask_spec(screener: Screener, layer_path: Path, trust_pickle: bool, device)
     h = hashlib.sha256()
     for k in sorted(files):
         h.update(k.encode() + hashlib.sha256(files[k]).digest())
+    if screener.bte is not None:  # a worker's Screener holds the values of its run
+        h.update(b"bte:" + screener.bte.source.get("sha256", "").encode())
     return {"key": h.hexdigest(), "files": files, "sources": sources, "props": props,
             "layer": f"layer/{layer_path.name}" if layer_path is not None else None,
             "trust_pickle": trust_pickle, "device": None if device is None else str(device),
             "descriptors": screener.descriptors, "tables": [t.atom_init for t in screener.tables],
-            "table_sources": [t.source for t in screener.tables], "settings": screener.settings}
+            "table_sources": [t.source for t in screener.tables], "settings": screener.settings,
+            "bte": screener.bte}
 
 
 def _import_distributed():

@@ -44,7 +44,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cgcnn import InputError, available_cores
@@ -175,7 +175,8 @@ def local_shards(screener: Screener, chunks, settings: ScreenSettings):
 @dataclass
 class ScreenSummary:
     """What a finished run reports: crystals predicted and skipped, the figures of the
-    printed summary, and the throughput of this run (crystals/s, resumed chunks excluded)."""
+    printed summary, and the throughput of this run (crystals/s, resumed chunks excluded); with a
+    last layer with a BTE model, ``routes``: crystals predicted by each (``bte``, ``plain``)."""
 
     n: int
     skipped: int
@@ -188,6 +189,7 @@ class ScreenSummary:
     coverage: float
     rate: float
     resumed: int
+    routes: dict = field(default_factory=dict)
 
 
 def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_results: Path | None,
@@ -332,4 +334,4 @@ def screen(screener: Screener, data: CrystalInput, outputs, results: Path, test_
         n=totals.get("n", 0), skipped=totals.get("skipped", 0), level=totals.get("level", math.nan),
         out_of_domain=totals.get("out_of_domain", 0), with_interval=totals.get("with_interval", 0), n_targets=n_t,
         mae=mae, r2=r2, coverage=totals.get("inside", 0) / n_t if n_t else math.nan, rate=progress.rate,
-        resumed=len(done))
+        resumed=len(done), routes={k[6:]: v for k, v in totals.items() if k.startswith("route_")})

@@ -188,17 +188,26 @@ class Screener:
         Each model's atom feature table (atomic number → float32 vector of shape
         (orig_atom_fea_len,)), sources then property models, with ``table_sources`` naming them.
     settings : ScreenSettings
+    bte : cgcnn.transfer.BTEValues, optional
+        BTE values for a last layer with a BTE model (:mod:`cgcnn.transfer.bte`): ``results`` then
+        gets the columns :data:`cgcnn.transfer.ROUTE_COLUMNS`, with or without values.
     """
 
     def __init__(self, sources, property_models, descriptors: str, layer, tables: list, table_sources: list[str],
-                 settings: ScreenSettings):
+                 settings: ScreenSettings, bte=None):
         self.sources = list(sources)
         self.property_models = property_models
         self.descriptors = descriptors
         self.models = self.sources + (list(property_models.values()) if descriptors == "slack" else [])
         self.layer = layer
         self.settings = settings
+        self.bte = bte
+        self.routes = layer is not None and getattr(layer, "bte", None) is not None  # two models, a route each
         self.columns = RESULT_COLUMNS if layer is not None else TEST_COLUMNS
+        if self.routes:
+            from cgcnn.transfer import ROUTE_COLUMNS
+
+            self.columns = RESULT_COLUMNS + ROUTE_COLUMNS
         self.float_format = _FLOAT_FORMAT if layer is not None else None
         self.tables = [AtomTable(t, s) for t, s in zip(tables, table_sources)]
         self.prep = prep_spec(self.models, descriptors, settings)
@@ -315,13 +324,20 @@ class Screener:
 
             # one BLAS thread, as in a Dask worker (whose nanny sets one): the last digits of a Gaussian
             # process's prediction depend on the BLAS threads, and results must not depend on -j or --dask
+            routes = {}
             with threadpool_limits(limits=1):
-                pred = self.layer.predict(feats.X, self.settings.level)
+                if self.routes:
+                    from cgcnn.transfer import predict_routes
+
+                    pred, routes = predict_routes(self.layer, feats.X, ids, self.bte, feats.groups,
+                                                  self.settings.level)
+                else:
+                    pred = self.layer.predict(feats.X, self.settings.level)
             frame = {
                 "cif_id": ids, "target": targets, "prediction": pred.prediction, "kappa": 10.0 ** pred.prediction,
                 "prediction_low": pred.low, "prediction_high": pred.high,
                 "kappa_low": 10.0 ** pred.low, "kappa_high": 10.0 ** pred.high,
-                "in_domain": pred.in_domain, "domain_distance": pred.distance,
+                "in_domain": pred.in_domain, "domain_distance": pred.distance, **routes,
             }
             results = _csv_rows(frame)
             test = _csv_rows({"cif_id": ids, "target": targets, "prediction": feats.source_prediction[:, 0]})
@@ -331,6 +347,8 @@ class Screener:
                          abs_err=float(np.abs(err).sum()), sq_err=float((err ** 2).sum()),
                          sum_y=float(targets[known].sum()), sum_y2=float((targets[known] ** 2).sum()),
                          inside=int(((targets >= pred.low) & (targets <= pred.high))[known].sum()))
+            if routes:
+                stats.update(route_bte=routes["route"].count("bte"), route_plain=routes["route"].count("plain"))
         return Shard(index, results, test, self._skipped(skipped), stats)
 
     def _networks(self, out: BatchOut) -> tuple[list, list]:

@@ -143,7 +143,8 @@ def _manifest(screener: Screener, data: CrystalInput, settings: ScreenSettings, 
         "atom_init": [atom_init_digest(t.atom_init) for t in screener.tables],
         "options": {"--descriptors": screener.descriptors, "--batch-size": settings.batch_size,
                     "--chunk-size": settings.chunk, "--on-error": settings.on_error,
-                    "--interval": settings.level, "--max-sites": settings.max_sites},
+                    "--interval": settings.level, "--max-sites": settings.max_sites,
+                    "--bte": screener.bte.source.get("sha256") if getattr(screener, "bte", None) else None},
     }
 
 

@@ -11,6 +11,8 @@ prediction intervals and applicability domain, and ``last_layer.sav`` read and w
   and its cross-validation;
 - :mod:`~cgcnn.transfer.intervals`: CV+ prediction intervals and the applicability domain;
 - :mod:`~cgcnn.transfer.lastlayer`: :class:`LastLayer`, the fitted regressor with its record;
+- :mod:`~cgcnn.transfer.bte`: the phonon-BTE value (``cgcnn.refine``) as one more input, a second model fit on
+  the crystals that have one (:func:`read_bte`, :func:`fit_bte`, :func:`predict_routes`);
 - :mod:`~cgcnn.transfer.layerfile`: ``last_layer.sav`` read without running code from it;
 - :mod:`~cgcnn.transfer.layertypes`: the exact classes a ``last_layer.sav`` may hold, and the check of a
   loaded one.
@@ -18,6 +20,19 @@ prediction intervals and applicability domain, and ``last_layer.sav`` read and w
 Layer: above :mod:`cgcnn.model`.
 """
 
+from cgcnn.transfer.bte import (
+    BTE_COLUMN,
+    ROUTE_COLUMNS,
+    BTEValues,
+    bte_columns,
+    bte_groups,
+    check_bte_use,
+    fit_bte,
+    folder_bte,
+    predict_routes,
+    read_bte,
+    reason_counts,
+)
 from cgcnn.transfer.descriptors import (
     SLACK_DESCRIPTORS,
     STRUCTURE_DESCRIPTORS,
@@ -79,6 +94,7 @@ from cgcnn.transfer.layerfile import (
     load_pickle,
     load_skops,
     skops_io,
+    v1_fields,
 )
 from cgcnn.transfer.layertypes import (
     LAYER_CLASSES,
@@ -88,6 +104,8 @@ from cgcnn.transfer.layertypes import (
 )
 
 __all__ = [
+    "BTE_COLUMN", "BTEValues", "ROUTE_COLUMNS", "bte_columns", "bte_groups", "check_bte_use", "fit_bte",
+    "folder_bte", "predict_routes", "read_bte", "reason_counts", "v1_fields",
     "CANDIDATES", "ColumnKernel", "DESCRIPTOR_SETS", "Features", "LAST_LAYER_TYPES", "LAYER_CLASSES",
     "LastLayer", "MOVED_MODULES", "MemberAverage", "PICKLE_GLOBALS", "PROPERTY_MODEL_FILES", "PROPERTY_TARGETS",
     "Prediction", "SKOPS_LOADERS", "SLACK_DESCRIPTORS", "STRUCTURE_DESCRIPTORS", "assemble_features",

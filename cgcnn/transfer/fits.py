@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cgcnn import available_cores
+from cgcnn import __version__, available_cores
 from cgcnn.transfer.estimators import MemberAverage, make_estimator, quiet_fit, quietly
 from cgcnn.transfer.intervals import fit_conformal, interval_fold, interval_folds
 
-__all__ = ["FitData", "candidate_maes", "fit_chosen", "fit_jobs"]
+__all__ = ["FitData", "candidate_maes", "fit_chosen", "fit_jobs", "library_versions"]
 
 #: Longest first, so that the pool's processes finish together (measured on data/sample).
 _COST = {"rf": 5, "mlp": 3, "whole": 2, "gp": 2, "ridge": 1}
@@ -167,3 +167,17 @@ def fit_chosen(pool, data: FitData, kind: str, conformal: bool, interval_cv: boo
     if outer and covered is not None:
         measured = float(np.mean(np.concatenate(covered))), float(np.mean(np.concatenate(widths)))
     return got[(kind, -2)], got.get((kind, -1)), measured
+
+
+def library_versions() -> dict:
+    """The versions of cgcnn, scikit-learn, NumPy and MAPIE a last layer is fit with (its record)."""
+    import sklearn
+
+    out = {"cgcnn": __version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__}
+    try:
+        import mapie
+
+        out["mapie"] = mapie.__version__
+    except Exception:  # pragma: no cover - MAPIE is a requirement
+        pass
+    return out

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from cgcnn import InputError, __version__
+from cgcnn import InputError
 from cgcnn.transfer.estimators import (  # noqa: F401
     CANDIDATES,
     LAST_LAYER_TYPES,
@@ -48,14 +48,15 @@ from cgcnn.transfer.estimators import (  # noqa: F401
     quietly,
     repeated_folds,
 )
-from cgcnn.transfer.fits import FitData, candidate_maes, fit_chosen, fit_jobs
+from cgcnn.transfer.fits import FitData, candidate_maes, fit_chosen, fit_jobs, library_versions
 from cgcnn.transfer.intervals import check_level, domain_distance, fit_domain, with_level
-from cgcnn.transfer.layerfile import check_fitted, load_pickle, load_skops
+from cgcnn.transfer.layerfile import check_fitted, load_pickle, load_skops, v1_fields
 
 __all__ = ["LAST_LAYER_TYPES", "CANDIDATES", "ColumnKernel", "make_estimator", "LastLayer", "Prediction", "check_level"]
 
 TARGET = "log10 kappa_L"  # log10 of κ_L in W m⁻¹ K⁻¹
 FORMAT = "cgcnn-kappa last layer 2"
+FORMAT_BTE = "cgcnn-kappa last layer 3"  # format 2 with a BTE model (``bte``): earlier versions refuse it
 FORMAT_V1 = "cgcnn-kappa last layer 1"
 _MIN_INTERVAL_SAMPLES = 10
 
@@ -111,6 +112,8 @@ class LastLayer:
         ``threshold``, ``quantile``, ``columns`` (:func:`cgcnn.transfer.intervals.fit_domain`).
     versions : dict
         Library versions at fit time.
+    bte : dict or None
+        The BTE model and its record (:func:`cgcnn.transfer.bte.fit_bte`), or None.
     """
 
     estimator: Any
@@ -128,6 +131,7 @@ class LastLayer:
     versions: dict = field(default_factory=dict)
     groups: list | None = None
     path: Path | None = None
+    bte: dict | None = None
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -212,7 +216,7 @@ class LastLayer:
                          * len(te) for tr, te in data.splits]
                 cv["mae_constant"] = float(sum(const) / sum(len(te) for _, te in data.splits))
             layer = cls(estimator=estimator, kind=chosen, requested=kind, seed=seed, inputs=dict(inputs or {}),
-                        n_features=X.shape[1], n_train=n, train_mae=train_mae, cv=cv, versions=_versions(),
+                        n_features=X.shape[1], n_train=n, train_mae=train_mae, cv=cv, versions=library_versions(),
                         groups=list(groups) if groups else None)
             n_crys, n_desc = groups[:2] if groups else (X.shape[1], 0)
             layer.domain = fit_domain(X, (n_crys, n_crys + n_desc) if n_desc else None)
@@ -255,12 +259,16 @@ class LastLayer:
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
-        """The record as a dict of plain values, arrays and scikit-learn/MAPIE objects."""
-        return {"format": FORMAT, "estimator": self.estimator, "kind": self.kind, "requested": self.requested,
-                "seed": self.seed, "target": TARGET, "inputs": self.inputs, "n_features": self.n_features,
-                "n_train": self.n_train, "train_mae": self.train_mae, "cv": self.cv, "conformal": self.conformal,
-                "interval": self.interval, "domain": self.domain, "versions": self.versions,
-                "groups": self.groups}
+        """The record as a dict of plain values, arrays and scikit-learn/MAPIE objects (with a BTE model,
+        format 3: its record under ``bte``, the model's own record under ``bte["layer"]``)."""
+        record = {"format": FORMAT, "estimator": self.estimator, "kind": self.kind, "requested": self.requested,
+                  "seed": self.seed, "target": TARGET, "inputs": self.inputs, "n_features": self.n_features,
+                  "n_train": self.n_train, "train_mae": self.train_mae, "cv": self.cv, "conformal": self.conformal,
+                  "interval": self.interval, "domain": self.domain, "versions": self.versions,
+                  "groups": self.groups}
+        if self.bte is not None:
+            record.update(format=FORMAT_BTE, bte={**self.bte, "layer": self.bte["layer"].to_dict()})
+        return record
 
     def dumps(self) -> bytes:
         """The last layer as skops bytes (see :meth:`load`)."""
@@ -324,21 +332,27 @@ class LastLayer:
             return layer
         fmt = record.get("format")
         if fmt == FORMAT_V1 and "estimator" in record:
-            layer = cls(estimator=record["estimator"], kind=record.get("kind", "mlp"),
-                        requested=record.get("kind", "mlp"), seed=int(record.get("seed", 0)),
-                        inputs={"sources": record.get("sources", []), "descriptors": "none",
-                                "property_models": []},
-                        n_features=int(record.get("n_features", 0)), n_train=int(record.get("n_train", 0)),
-                        train_mae=float(record.get("train_mae") or np.nan),
-                        cv={"mae": record.get("cv_mae")}, versions=record.get("versions", {}), path=path)
-        elif fmt == FORMAT and "estimator" in record:
-            fields = {k: record[k] for k in ("estimator", "kind", "requested", "seed", "inputs", "n_features",
-                                              "n_train", "train_mae", "cv", "conformal", "interval", "domain",
-                                              "versions", "groups") if k in record}
-            layer = cls(**fields, path=path)
+            layer = cls(**v1_fields(record), path=path)
+        elif fmt in (FORMAT, FORMAT_BTE) and "estimator" in record:
+            layer = cls._from_record(record, path)
         else:
             raise InputError(f"{path}: not a last layer written by this tool")
         check_fitted(layer.estimator, path)
+        return layer
+
+    @classmethod
+    def _from_record(cls, record: dict, path: Path) -> LastLayer:
+        """The layer of a format-2 or -3 record (with its BTE model, checked as fitted)."""
+        fields = {k: record[k] for k in ("estimator", "kind", "requested", "seed", "inputs", "n_features",
+                                          "n_train", "train_mae", "cv", "conformal", "interval", "domain",
+                                          "versions", "groups") if k in record}
+        layer = cls(**fields, path=path)
+        if record.get("format") == FORMAT_BTE:
+            bte = record.get("bte")
+            if not isinstance(bte, dict) or not isinstance(bte.get("layer"), dict) or "estimator" not in bte["layer"]:
+                raise InputError(f"{path}: not a last layer written by this tool (format 3 without its BTE model)")
+            layer.bte = {**bte, "layer": cls._from_record(bte["layer"], path)}
+            check_fitted(layer.bte["layer"].estimator, path)
         return layer
 
     def check_inputs(self, inputs: dict) -> None:
@@ -384,17 +398,3 @@ class LastLayer:
         if saved_sklearn and saved_sklearn != sklearn.__version__:
             warnings.warn(f"{self._name}: written with scikit-learn {saved_sklearn}, running {sklearn.__version__}; "
                           "predictions may differ (refit with --train 1 to be sure)", stacklevel=2)
-
-
-# ---------------------------------------------------------------------- helpers
-def _versions() -> dict:
-    import sklearn
-
-    out = {"cgcnn": __version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__}
-    try:
-        import mapie
-
-        out["mapie"] = mapie.__version__
-    except Exception:  # pragma: no cover - MAPIE is a requirement
-        pass
-    return out

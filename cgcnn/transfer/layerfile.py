@@ -24,7 +24,7 @@ from typing import Any
 from cgcnn import InputError
 from cgcnn.transfer.layertypes import LAYER_CLASSES, PICKLE_GLOBALS, SKOPS_LOADERS, check_loaded
 
-__all__ = ["MOVED_MODULES", "check_fitted", "skops_io", "load_skops", "load_pickle"]
+__all__ = ["MOVED_MODULES", "check_fitted", "skops_io", "load_skops", "load_pickle", "v1_fields"]
 
 #: Where the project's own classes were recorded by earlier versions (skops stores each object's module):
 #: read as the module that holds them now.
@@ -48,6 +48,19 @@ def check_fitted(estimator, path) -> None:
         check_is_fitted(estimator)
     except (NotFittedError, TypeError):
         raise InputError(f"{path}: the stored estimator is not fitted (refit with --train 1)") from None
+
+
+def v1_fields(record: dict) -> dict:
+    """The :class:`cgcnn.transfer.lastlayer.LastLayer` fields of a version-1 record (a joblib file of format
+    ``cgcnn-kappa last layer 1``: the original route, ``crys_fea`` alone)."""
+    import math
+
+    return {"estimator": record["estimator"], "kind": record.get("kind", "mlp"), "requested": record.get("kind", "mlp"),
+            "seed": int(record.get("seed", 0)),
+            "inputs": {"sources": record.get("sources", []), "descriptors": "none", "property_models": []},
+            "n_features": int(record.get("n_features", 0)), "n_train": int(record.get("n_train", 0)),
+            "train_mae": float(record.get("train_mae") or math.nan), "cv": {"mae": record.get("cv_mae")},
+            "versions": record.get("versions", {})}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,323 @@
+"""The phonon-BTE value of a crystal as one more last-layer input (``--bte FILE``).
+
+``python -m cgcnn.refine`` computes log10 κ_L from anharmonic lattice dynamics with a universal
+interatomic potential (Póta et al., arXiv:2408.00755, 2024); such a potential is biased (SevenNet-l3i5
+low by about 0.15 log10 on ``data/sample``).  Given to the last layer as one more descriptor, the
+value lets the last layer learn that bias from the measured targets (the feature-based transfer of
+T. Zhu et al., Energy Environ. Sci. 14, 3559 (2021), with the BTE value beside the other descriptors).
+
+Not every crystal has a value: a crystal refused as dynamically unstable at 0 K, a failed one, one not
+computed.  Nothing is imputed.  A last layer fit with BTE values holds two models (:func:`fit_bte`):
+the plain one, fit on every training crystal as without values, and the BTE one, fit on the training
+crystals with a value, with ``log10_kappa_bte`` appended to each ensemble member's descriptors
+(:func:`bte_columns`).  A crystal with a value is predicted by the BTE model, any other by the plain
+one; :func:`predict_routes` says which for each crystal (:data:`ROUTE_COLUMNS` of ``results.csv``).
+
+The values come from a ``refined.csv`` (:func:`read_bte`, columns ``cif_id``, ``log10_kappa_bte``
+and, as ``cgcnn.refine`` writes them, ``reason`` and ``potential``) or from a ``log10_kappa_bte``
+column of the data folder's ``compounds.csv`` (:func:`folder_bte`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cgcnn import InputError
+from cgcnn.transfer.lastlayer import LastLayer, Prediction
+
+__all__ = ["BTE_COLUMN", "ROUTE_COLUMNS", "BTEValues", "read_bte", "folder_bte", "bte_columns", "bte_groups",
+           "fit_bte", "predict_routes", "check_bte_use", "reason_counts"]
+
+#: The column of the BTE value (log10 κ_L, κ_L in W m⁻¹ K⁻¹) in ``refined.csv`` and ``compounds.csv``.
+BTE_COLUMN = "log10_kappa_bte"
+#: Columns ``results.csv`` gets from a last layer with a BTE model: the value used (empty on the plain
+#: route), the route (``bte`` or ``plain``), why a crystal took the plain route, and the plain model's
+#: prediction of every crystal (log10 κ_L: on the BTE route, the transfer's value beside the calibrated one).
+ROUTE_COLUMNS = ("log10_kappa_bte", "route", "no_bte_reason", "prediction_plain")
+_BTE_RANGE = (-3.0, 4.0)  # as cgcnn.crystals.LOG10_KAPPA_RANGE
+
+
+@dataclass
+class BTEValues:
+    """BTE values read from a file.
+
+    Attributes
+    ----------
+    values : dict
+        ``cif_id`` → log10 κ_L (W m⁻¹ K⁻¹) of the crystals with a value.
+    reasons : dict
+        ``cif_id`` → why a crystal listed without a value has none (``dynamically unstable at 0 K: ...``,
+        ``error: ...``, or ``no value in FILE``).
+    potentials : dict
+        ``cif_id`` → the interatomic potential of its value (``refined.csv``'s ``potential``; absent
+        when the file has no such column).
+    source : dict
+        ``name`` (file name), ``sha256``, ``column``: where the values come from.
+    """
+
+    values: dict
+    reasons: dict = field(default_factory=dict)
+    potentials: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The file's name, for messages."""
+        return self.source.get("name", "the BTE values")
+
+    def updated(self, other: BTEValues) -> BTEValues:
+        """These values with ``other``'s over them: a crystal ``other`` lists (with a value or a reason) takes
+        ``other``'s entry (e.g. ``--bte FILE`` updated by the crystals ``--refine`` computed)."""
+        listed = set(other.values) | set(other.reasons)
+        values = {k: v for k, v in self.values.items() if k not in listed}
+        reasons = {k: v for k, v in self.reasons.items() if k not in listed}
+        source = {"name": f"{self.name} + {other.name}", "column": other.source.get("column", BTE_COLUMN),
+                  "sha256": ",".join(str(s.source.get("sha256", "")) for s in (self, other))}
+        return BTEValues({**values, **other.values}, {**reasons, **other.reasons},
+                         {**self.potentials, **other.potentials}, source)
+
+    def lookup(self, ids) -> tuple[np.ndarray, list[str]]:
+        """The value of each of ``ids`` (ndarray of shape (n,), NaN without one) and why each without one
+        has none (``""`` with a value; ``not in FILE`` for a crystal the file does not list)."""
+        values = np.array([self.values.get(i, np.nan) for i in ids], dtype=np.float64)
+        reasons = ["" if i in self.values else self.reasons.get(i, f"not in {self.name}") for i in ids]
+        return values, reasons
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_bte(path: str | os.PathLike, column: str = BTE_COLUMN) -> BTEValues:
+    """BTE values of a CSV file with ``cif_id`` and ``column`` (a ``refined.csv`` of ``cgcnn.refine``, or a
+    ``compounds.csv`` with that column).
+
+    An empty value is no value: its reason is the row's ``reason`` (``refined.csv``) or ``no value in FILE``.
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file; no ``cif_id`` or ``column``; a repeated ``cif_id``; a value that
+        is not a number, not finite or outside -3 ... 4 (log10 κ_L; one line naming the file and row).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: BTE values not found (a refined.csv of python -m cgcnn.refine)")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+            header = rows[0].keys() if rows else []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read the BTE values ({getattr(exc, 'strerror', None) or exc})") from None
+    for needed in ("cif_id", column):
+        if needed not in header:
+            raise InputError(f"{path}: no {needed} column (need cif_id and {column})")
+    out = BTEValues({}, source={"name": path.name, "sha256": _digest(path), "column": column})
+    seen: set = set()
+    for line, row in enumerate(rows, start=2):
+        cif_id, text = (row.get("cif_id") or "").strip(), (row.get(column) or "").strip()
+        if not cif_id:
+            raise InputError(f"{path}, row {line}: empty cif_id")
+        if cif_id in seen:
+            raise InputError(f"{path}, row {line}: {cif_id} is listed twice")
+        seen.add(cif_id)
+        if row.get("potential"):
+            out.potentials[cif_id] = row["potential"].strip()
+        if not text:
+            out.reasons[cif_id] = (row.get("reason") or "").strip() or f"no value in {path.name}"
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(f"{path}, row {line}: {column} of {cif_id} is {text!r}, not a number") from None
+        if not math.isfinite(value) or not _BTE_RANGE[0] <= value <= _BTE_RANGE[1]:
+            raise InputError(f"{path}, row {line}: {column} of {cif_id} is {text}, not a log10 κ_L "
+                             f"(W m-1 K-1) within {_BTE_RANGE[0]:g} ... {_BTE_RANGE[1]:g}")
+        out.values[cif_id] = value
+    return out
+
+
+def folder_bte(bte: str | os.PathLike | None, folder) -> tuple[BTEValues | None, bool]:
+    """The BTE values of a run: ``bte`` (``--bte FILE``) when given, else the ``log10_kappa_bte`` column of
+    ``folder/compounds.csv`` when the folder has one, else None; and whether they were asked for
+    explicitly (``--bte``).
+
+    Raises
+    ------
+    InputError
+        As :func:`read_bte`.
+    """
+    if bte is not None:
+        return read_bte(bte), True
+    table = Path(folder) / "compounds.csv" if folder is not None else None
+    if table is None or not table.is_file():
+        return None, False
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None, False  # read by whatever reads the table for its own purpose
+    return (read_bte(table), False) if BTE_COLUMN in header else (None, False)
+
+
+def bte_columns(X: np.ndarray, values: np.ndarray, groups) -> np.ndarray:
+    """Last-layer inputs ``X`` (shape (n, members × (n_crys + n_desc)), :attr:`cgcnn.transfer.Features.X`)
+    with ``values`` (shape (n,)) appended to each ensemble member's descriptors: float64, shape
+    (n, members × (n_crys + n_desc + 1)).  ``groups`` is :attr:`~cgcnn.transfer.Features.groups`."""
+    k = groups[2] if len(groups) > 2 else 1
+    blocks = np.split(np.asarray(X, dtype=np.float64), k, axis=1)
+    column = np.asarray(values, dtype=np.float64).reshape(-1, 1)
+    return np.concatenate([c for b in blocks for c in (b, column)], axis=1)
+
+
+def bte_groups(groups) -> tuple:
+    """The :attr:`~cgcnn.transfer.Features.groups` of :func:`bte_columns`'s inputs: one more descriptor."""
+    return (groups[0], groups[1] + 1, *groups[2:])
+
+
+def _bte_record(inputs: dict, groups) -> dict:
+    """The BTE model's :attr:`LastLayer.inputs`: the plain one's, with the BTE column among the names."""
+    record = dict(inputs)
+    k = groups[2] if len(groups) > 2 else 1
+    names, width = list(inputs.get("names", [])), groups[0] + groups[1]
+    if len(names) == width * k:
+        record["names"] = [n for m in range(k) for n in
+                           names[m * width:(m + 1) * width] + [BTE_COLUMN + ("" if m == 0 else f"@{m}")]]
+    record["n_features"] = (width + 1) * k
+    record["groups"] = list(bte_groups(groups))
+    return record
+
+
+def reason_counts(reasons) -> str:
+    """``7 dynamically unstable at 0 K, 12 not in refined.csv``: the reasons without a value, counted by
+    their kind (the text before the first colon)."""
+    kinds = Counter(r.split(":")[0] for r in reasons if r)
+    return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()) or "none"
+
+
+def fit_bte(layer: LastLayer, X: np.ndarray, y: np.ndarray, ids, bte: BTEValues, groups, *, kind: str,
+            seed: int = 0, cv_folds: int = 5, level: float = 0.9, log=None, jobs: int | None = None) -> LastLayer:
+    """Fit the BTE model of ``layer`` (the plain last layer, fit on all of ``X``) and keep it in
+    ``layer.bte``; returns the BTE model.
+
+    Parameters
+    ----------
+    layer : LastLayer
+        The plain last layer; gets :attr:`LastLayer.bte`: ``layer`` (the BTE model), ``source``
+        (:attr:`BTEValues.source`), ``potentials`` (those of the values used), ``n_with``,
+        ``n_without`` and ``without`` (reason kind → count, :func:`reason_counts`).
+    X, y : ndarray of shape (n, n_features), (n,)
+        The plain layer's inputs and targets (log10 κ_L).
+    ids : sequence of str
+        The crystals of ``X``.
+    bte : BTEValues
+    groups : tuple
+        :attr:`~cgcnn.transfer.Features.groups` of ``X``.
+    kind, seed, cv_folds, level, log, jobs
+        As :meth:`LastLayer.fit` (``kind`` is the type the plain layer was asked for).
+
+    Raises
+    ------
+    InputError
+        Fewer than 2 training crystals with a value (naming the file).
+    """
+    values, reasons = bte.lookup(ids)
+    has = np.isfinite(values)
+    if has.sum() < 2:
+        raise InputError(f"{bte.name}: {int(has.sum())} of the {len(ids)} training crystals have a {BTE_COLUMN} "
+                         "value; the BTE model needs at least 2")
+    sub = LastLayer.fit(bte_columns(X[has], values[has], groups), y[has], kind, seed, cv_folds, level=level,
+                        inputs=_bte_record(layer.inputs, groups), groups=bte_groups(groups), log=log, jobs=jobs)
+    used = sorted({bte.potentials[i] for i, ok in zip(ids, has) if ok and i in bte.potentials})
+    layer.bte = {"layer": sub, "source": dict(bte.source), "potentials": used, "n_with": int(has.sum()),
+                 "n_without": int((~has).sum()), "without": reason_counts(reasons)}
+    return sub
+
+
+def check_bte_use(layer: LastLayer, bte: BTEValues | None, explicit: bool, ids=None) -> str | None:
+    """Whether BTE values may be used with ``layer``; a note for the user, or None.
+
+    A layer without a BTE model refuses values given explicitly (``--bte``) and notes values of a
+    ``compounds.csv`` column as unused; a layer with one notes that without values every crystal takes
+    the plain route.  Values of another potential than the one the BTE model was fit on are refused.
+
+    Raises
+    ------
+    InputError
+        ``--bte`` with a layer fit without values; a value of another potential (naming the crystal).
+    """
+    fit = getattr(layer, "bte", None)
+    if fit is None:
+        if bte is None:
+            return None
+        if explicit:
+            raise InputError(f"{layer._name}: fit without BTE values, so --bte {bte.name} cannot be used; refit "
+                             "with --train 1 --bte FILE, or leave --bte out")
+        return f"{bte.name}: its {BTE_COLUMN} column is not used (the last layer was fit without BTE values)"
+    if bte is None:
+        return (f"{layer._name} has a BTE model (fit with {fit['source'].get('name')}) but no BTE values were "
+                f"given (--bte FILE, or a {BTE_COLUMN} column of CIFPATH/compounds.csv): every crystal is "
+                "predicted by the plain model (route column)")
+    want = set(fit.get("potentials") or [])
+    for cif_id in (ids if ids is not None else bte.values):
+        have = bte.potentials.get(cif_id)
+        if want and cif_id in bte.values and have is not None and have not in want:
+            raise InputError(f"{bte.name}: the value of {cif_id} was computed with {have}; the last layer's BTE "
+                             f"model was fit on values of {', '.join(sorted(want))}")
+    return None
+
+
+def predict_routes(layer: LastLayer, X: np.ndarray, ids, bte: BTEValues | None, groups,
+                   level: float | None = None) -> tuple[Prediction, dict]:
+    """Predictions of a last layer with a BTE model: crystals with a value by the BTE model, the others
+    by the plain one.
+
+    Parameters
+    ----------
+    layer : LastLayer
+        With :attr:`LastLayer.bte` (:func:`fit_bte`).
+    X : ndarray of shape (n, n_features)
+        The plain layer's inputs.
+    ids : sequence of str
+    bte : BTEValues or None
+        None: every crystal by the plain model.
+    groups : tuple
+        :attr:`~cgcnn.transfer.Features.groups` of ``X``.
+    level : float, optional
+        As :meth:`LastLayer.predict`.
+
+    Returns
+    -------
+    prediction : Prediction
+        Each crystal's by its route.
+    columns : dict
+        :data:`ROUTE_COLUMNS` → arrays of shape (n,): the value used (NaN on the plain route),
+        ``bte``/``plain``, the reason for ``plain`` (``""`` on the BTE route), and the plain model's
+        prediction (log10 κ_L) of every crystal.
+    """
+    n = len(ids)
+    if bte is not None:
+        values, reasons = bte.lookup(ids)
+    else:
+        values, reasons = np.full(n, np.nan), ["no BTE values given"] * n
+    has = np.isfinite(values)
+    pred = layer.predict(X, level)
+    plain = np.array(pred.prediction, dtype=np.float64, copy=True)
+    if has.any():
+        sub = layer.bte["layer"].predict(bte_columns(X[has], values[has], groups), level)
+        for name in ("prediction", "low", "high", "distance", "in_domain"):
+            merged = np.array(getattr(pred, name), copy=True)  # low and high may be one array
+            merged[has] = getattr(sub, name)
+            setattr(pred, name, merged)
+    columns = {"log10_kappa_bte": values, "route": np.where(has, "bte", "plain").tolist(),
+               "no_bte_reason": reasons, "prediction_plain": plain}
+    return pred, columns
