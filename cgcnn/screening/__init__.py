@@ -4,9 +4,10 @@ chunks, in bounded memory, resumable, on this machine's cores or a ``dask.distri
 - :mod:`~cgcnn.screening.run`: the run (:func:`screen`, :class:`ScreenSummary`) and its chunks on this
   machine;
 - :mod:`~cgcnn.screening.screener`: the models applied to one chunk (:class:`Screener`, :class:`Shard`), the
-  settings (:class:`ScreenSettings`), each model's atom table (:func:`atom_tables`);
+  settings (:class:`ScreenSettings`);
 - :mod:`~cgcnn.screening.chunk`: a chunk's crystals read and made into graphs in any process
-  (:func:`prepare_crystal`), then read as each model's dataset (:class:`ChunkData`);
+  (:func:`prepare_crystal`), then read as each model's dataset (:class:`ChunkData`) with each model's atom
+  table (:func:`atom_tables`);
 - :mod:`~cgcnn.screening.workfolder`: the work folder of shards and its manifest (``--resume``);
 - :mod:`~cgcnn.screening.cluster`: the chunks on a Dask cluster (``--dask``).
 
@@ -18,6 +19,7 @@ from cgcnn.screening.chunk import (
     ChunkData,
     Prepared,
     PrepSpec,
+    atom_tables,
     prepare_crystal,
 )
 from cgcnn.screening.run import (
@@ -29,7 +31,6 @@ from cgcnn.screening.run import (
     ScreenSettings,
     ScreenSummary,
     Shard,
-    atom_tables,
     dask_log,
     local_shards,
     screen,

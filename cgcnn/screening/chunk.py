@@ -8,21 +8,22 @@ on a CPU.
 (:mod:`cgcnn.data.graphcache`); it runs in this process, in a pool of graph-building processes
 (:mod:`cgcnn.data.pool`) or in a Dask worker.  :class:`ChunkData` then
 gives the items of :class:`cgcnn.data.dataset.CIFData` for one model's graph parameters and atom
-feature table (:class:`AtomTable`); :class:`BatchMaker` makes one batch of crystals into a
-:class:`BatchOut`.  Used by :mod:`cgcnn.screening.screener`.
+feature table (:class:`AtomTable`; each model's table for a run: :func:`atom_tables`); :class:`BatchMaker`
+makes one batch of crystals into a :class:`BatchOut`.  Used by :mod:`cgcnn.screening.screener`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cgcnn import InputError
-from cgcnn.crystals import CrystalText, read_structure_text
+from cgcnn.crystals import CrystalInput, CrystalText, read_structure_text
 from cgcnn.data import (
     CACHE_SUFFIX,
     CifNumbers,
@@ -36,13 +37,14 @@ from cgcnn.data import (
     check_neighbour_count,
     collate_pool,
     graph_cache_key,
+    load_atom_init,
     load_cached_graph,
     missing_elements,
     write_cached_graph,
 )
 
 # --------------------------------------------------------------------------------------------------
-__all__ = ["Prepared", "PrepSpec", "prepare_crystal", "AtomTable", "ChunkData", "BatchMaker", "BatchOut"]
+__all__ = ["Prepared", "PrepSpec", "prepare_crystal", "AtomTable", "atom_tables", "ChunkData", "BatchMaker", "BatchOut"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,3 +292,50 @@ def collated(inputs: tuple) -> tuple:
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
     return (torch.from_numpy(atom_fea), torch.from_numpy(nbr_fea), torch.from_numpy(nbr_fea_idx),
             [torch.arange(s, s + n, dtype=torch.long) for s, n in zip(starts.tolist(), lengths)])
+
+
+def atom_tables(models: Sequence, data: CrystalInput | None = None, atom_init=None,
+                option: str = "--atom-init") -> tuple[list[dict], list[str]]:
+    """Each model's atom feature table for ``data``, chosen as :meth:`SourceModel.dataset` chooses it:
+    ``atom_init`` (``--atom-init``) when given, else the folder's ``atom_init.json``, else the
+    table stored in the checkpoint.
+
+    Parameters
+    ----------
+    models : sequence of SourceModel
+    data : CrystalInput, optional
+        The input (a folder's ``atom_init.json`` counts); None for crystals of a Python session.
+    atom_init : path, optional
+        The table given.
+    option : str
+        How the user gives ``atom_init``, for the message (``--atom-init``, or ``atom_init=`` in Python).
+
+    Returns
+    -------
+    tables : list of dict
+        Atomic number → float32 vector, one per model.
+    sources : list of str
+        Where each comes from, for messages.
+
+    Raises
+    ------
+    InputError
+        The faults of :func:`cgcnn.data.load_atom_init`; no table at all (an upstream
+        checkpoint and an archive, or crystals of a Python session, without ``option``).
+    """
+    tables, sources = [], []
+    for model in models:
+        path = atom_init if atom_init is not None else (data.atom_init if data is not None else None)
+        if path is not None:
+            tables.append(load_atom_init(path))
+            sources.append(str(path))
+        elif model.atom_init is not None:
+            tables.append(model.atom_init)
+            sources.append("the given atom feature table")
+        elif data is not None and data.kind == "folder":
+            tables.append(load_atom_init(data.path / "atom_init.json"))  # raises: not found
+            sources.append(str(data.path / "atom_init.json"))
+        else:
+            where = f"the archive {data.path}" if data is not None else "these crystals"
+            raise InputError(f"{model.path}: stores no atom feature table; give {option} for {where}")
+    return tables, sources

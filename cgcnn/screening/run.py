@@ -51,7 +51,7 @@ from cgcnn import InputError, available_cores
 from cgcnn.crystals import CrystalInput
 from cgcnn.data import run_tasks, start_pool
 from cgcnn.outputs import file_sha256, save_text
-from cgcnn.screening.chunk import make_batch
+from cgcnn.screening.chunk import atom_tables, make_batch
 from cgcnn.screening.cluster import _WORK_LOG, _dask_chunks, _dask_session, _dask_spec, dask_log
 from cgcnn.screening.screener import (
     ON_ERROR,
@@ -62,7 +62,6 @@ from cgcnn.screening.screener import (
     ScreenSettings,
     Shard,
     _csv_header,
-    atom_tables,
 )
 from cgcnn.screening.workfolder import ShardWriteError, _check_manifest, _manifest, _Work, is_parquet, work_folder
 

@@ -1,6 +1,5 @@
 """The models of a screening run applied to one chunk of crystals (:class:`Screener`), giving its
-rows (:class:`Shard`); how the run goes (:class:`ScreenSettings`); each model's atom feature
-table (:func:`atom_tables`).
+rows (:class:`Shard`); how the run goes (:class:`ScreenSettings`).
 
 A chunk's graphs are built by :mod:`cgcnn.screening.chunk`, anywhere; :meth:`Screener.finish` runs the
 source and property networks batch by batch, the descriptors and the last layer
@@ -21,11 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cgcnn import InputError
-from cgcnn.crystals import CrystalInput, CrystalText
-from cgcnn.data import atom_init_digest, load_atom_init
+from cgcnn.crystals import CrystalText
+from cgcnn.data import atom_init_digest
 from cgcnn.screening.chunk import AtomTable, BatchMaker, BatchOut, ChunkData, PrepSpec, collated
 
-__all__ = ["ON_ERROR", "ScreenSettings", "Screener", "Shard", "atom_tables", "RESULT_COLUMNS", "TEST_COLUMNS",
+__all__ = ["ON_ERROR", "ScreenSettings", "Screener", "Shard", "RESULT_COLUMNS", "TEST_COLUMNS",
            "SKIPPED_COLUMNS"]
 
 #: Choices of ``--on-error``.
@@ -360,51 +359,3 @@ class Screener:
     @staticmethod
     def _skipped(skipped: list) -> str:
         return _csv_rows({"cif_id": [s[0] for s in skipped], "reason": [s[1] for s in skipped]}) if skipped else ""
-
-
-
-def atom_tables(models: Sequence, data: CrystalInput | None = None, atom_init=None,
-                option: str = "--atom-init") -> tuple[list[dict], list[str]]:
-    """Each model's atom feature table for ``data``, chosen as :meth:`SourceModel.dataset` chooses it:
-    ``atom_init`` (``--atom-init``) when given, else the folder's ``atom_init.json``, else the
-    table stored in the checkpoint.
-
-    Parameters
-    ----------
-    models : sequence of SourceModel
-    data : CrystalInput, optional
-        The input (a folder's ``atom_init.json`` counts); None for crystals of a Python session.
-    atom_init : path, optional
-        The table given.
-    option : str
-        How the user gives ``atom_init``, for the message (``--atom-init``, or ``atom_init=`` in Python).
-
-    Returns
-    -------
-    tables : list of dict
-        Atomic number → float32 vector, one per model.
-    sources : list of str
-        Where each comes from, for messages.
-
-    Raises
-    ------
-    InputError
-        The faults of :func:`cgcnn.data.load_atom_init`; no table at all (an upstream
-        checkpoint and an archive, or crystals of a Python session, without ``option``).
-    """
-    tables, sources = [], []
-    for model in models:
-        path = atom_init if atom_init is not None else (data.atom_init if data is not None else None)
-        if path is not None:
-            tables.append(load_atom_init(path))
-            sources.append(str(path))
-        elif model.atom_init is not None:
-            tables.append(model.atom_init)
-            sources.append("the given atom feature table")
-        elif data is not None and data.kind == "folder":
-            tables.append(load_atom_init(data.path / "atom_init.json"))  # raises: not found
-            sources.append(str(data.path / "atom_init.json"))
-        else:
-            where = f"the archive {data.path}" if data is not None else "these crystals"
-            raise InputError(f"{model.path}: stores no atom feature table; give {option} for {where}")
-    return tables, sources
