@@ -93,16 +93,19 @@ def read_ids(path: str) -> list[str]:
     InputError
         An unreadable file, a CSV without ``cif_id``, or no id at all.
     """
+    import csv
+
     try:
-        lines = [ln.strip() for ln in open(path, encoding="utf-8") if ln.strip()]
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    if lines and "," in lines[0]:
-        header = lines[0].split(",")
-        if "cif_id" not in header:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            rows = [[c.strip() for c in row] for row in csv.reader(f) if any(c.strip() for c in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    lines = [row[0] for row in rows]
+    if rows and len(rows[0]) > 1:  # a CSV with a header
+        if "cif_id" not in rows[0]:
             raise InputError(f"{path}: a CSV list needs a cif_id column")
-        col = header.index("cif_id")
-        lines = [ln.split(",")[col] for ln in lines[1:]]
+        col = rows[0].index("cif_id")
+        lines = [row[col] for row in rows[1:] if col < len(row)]
     if not lines:
         raise InputError(f"{path}: no cif_id listed")
     return lines
