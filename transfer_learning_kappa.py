@@ -44,6 +44,7 @@ from cgcnn.cli import (
     document_ranges,
     run_main,
 )
+from cgcnn.options import BTE_MODES
 
 LAST_LAYER_TYPES = ("auto", "mlp", "ridge", "rf", "gp", "ensemble")  # as cgcnn.transfer.estimators
 DESCRIPTOR_SETS = ("none", "structure", "slack")
@@ -90,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bte", default=None, metavar="FILE",
                    help="log10_kappa_bte of the crystals (a refined.csv of python -m cgcnn.refine; default: the "
                         "log10_kappa_bte column of CIFPATH/compounds.csv if it has one): --train 1 also fits a "
-                        "last layer with it as one more descriptor on the crystals that have a value; --train 0 "
-                        "predicts those with it, the others with the plain last layer (route column)")
+                        "BTE model (--bte-mode) on the crystals that have a value; --train 0 predicts those with "
+                        "it, the others with the plain last layer (route column)")
+    p.add_argument("--bte-mode", default=BTE_MODES[0], choices=BTE_MODES,
+                   help="--train 1 --bte: stack, a linear calibration a*plain + b*log10_kappa_bte + c fit on the "
+                        "plain last layer's out-of-fold predictions; descriptor, the last layer with the value as "
+                        "one more descriptor")
     p.add_argument("--refine", action="store_true",
                    help="--train 0, then κ_L from phonons (python -m cgcnn.refine, its default settings, the refine "
                         "extra) for the crystals flagged out of domain and those of --refine-ids, into --refined; "
@@ -178,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         if bte is not None:
             from cgcnn.transfer import fit_bte
 
-            log(f"fitting the last layer with log10_kappa_bte ({kind}) on the crystals with a value in {bte.name}")
-            fit_bte(layer, feats.X, feats.targets, feats.ids, bte, feats.groups, kind=kind, seed=args.seed,
-                    cv_folds=args.cv_folds, level=level, log=log)
+            log(f"fitting the BTE model ({args.bte_mode}) on the crystals with a value in {bte.name}")
+            fit_bte(layer, feats.X, feats.targets, feats.ids, bte, feats.groups, kind=kind, mode=args.bte_mode,
+                    seed=args.seed, cv_folds=args.cv_folds, level=level, log=log)
         with outs:
             outs.write_csv(args.test_results, source_results)
             layer.save_to(outs, args.last_layer)
@@ -236,9 +241,14 @@ def _print_bte_fit(layer, args, n: int, level: float) -> None:
     """The lines ``--train 1`` adds for the BTE model: on which crystals, which not and why, its errors."""
     fit = layer.bte
     sub = fit["layer"]
-    print(f"BTE descriptor ({fit['source']['name']}, column {fit['source']['column']}): {fit['n_with']} of {n} "
-          f"crystals have a value; the {sub.kind} last layer with log10_kappa_bte as one more descriptor is fit on "
-          f"them, the plain one above on all {n}")
+    if fit.get("mode") == "stack":
+        a, b, c = fit["coefficients"]
+        how = (f"the stacked calibration {a:.3f}*plain + {b:.3f}*log10_kappa_bte {c:+.3f} (ridge on the plain "
+               "last layer's out-of-fold predictions) is fit on them")
+    else:
+        how = f"the {sub.kind} last layer with log10_kappa_bte as one more descriptor is fit on them"
+    print(f"BTE values ({fit['source']['name']}, column {fit['source']['column']}): {fit['n_with']} of {n} "
+          f"crystals have a value; {how}, the plain last layer above on all {n}")
     if fit["n_without"]:
         print(f"without a BTE value ({fit['without']}): {fit['n_without']} crystals, predicted by the plain last "
               "layer (nothing imputed)")

@@ -74,6 +74,7 @@ from cgcnn.evaluation import (  # noqa: F401  (re-exported: the protocol was def
     summarize,
     write_report,
 )
+from cgcnn.options import BTE_MODES
 
 __all__ = ["BASELINES", "METHODS", "Split", "make_splits", "make_group_splits", "read_groups", "structure_types",
            "metrics", "split_metrics", "summarize", "evaluate", "best_method", "format_table", "parity_figure", "main"]
@@ -118,7 +119,8 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
              last_layers: Sequence[str] = METHODS, descriptors: str = "none", property_models: dict | None = None,
              level: float = 0.9, finetune: int = 0, finetune_patience: int = 10, finetune_batch_size: int = 64,
              finetune_lr: float = 0.003, batch_size: int = 500, workers: int | None = 0, atom_init=None,
-             cache_dir=None, progress: bool = True, bte=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+             cache_dir=None, progress: bool = True, bte=None,
+             bte_mode: str = "stack") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cross-validate the transfer from ``sources`` to the crystals of ``folder``.
 
     Parameters
@@ -154,7 +156,9 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
         BTE values: adds a method ``K+bte`` for every ``K`` of ``last_layers``
         (:func:`cgcnn.evaluation.bte.bte_rows`), a ``log10_kappa_bte`` column to ``predictions``
         and ``table.attrs["bte"]`` (``source``, ``n_with``, ``without``, ``subset``:
-        :func:`cgcnn.evaluation.bte.bte_subset`).
+        :func:`cgcnn.evaluation.bte.bte_subset`, ``mode``).
+    bte_mode : str
+        How ``K+bte`` uses the value (:data:`cgcnn.transfer.BTE_MODES`, as ``--train 1 --bte-mode``).
 
     Returns
     -------
@@ -230,14 +234,17 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
         rows = {"constant": (np.full(len(test), np.median(y[split.train])), nan, nan, np.ones(len(test), bool)),
                 "source": (feats.source_prediction[test, 0], nan, nan, np.ones(len(test), bool))}
         fits = [("original", "mlp", X_original, None)] + [(k, k, X, feats.groups) for k in last_layers]
+        layers = {}
         for method, kind, inputs, groups_ in fits:
             with quietly():
                 layer = LastLayer.fit(inputs[split.train], y[split.train], kind, seed=split.index, level=level,
                                       groups=groups_, interval_cv=False)
                 p = layer.predict(inputs[test])
             rows[method] = (p.prediction, p.low, p.high, p.in_domain)
+            layers[method] = layer
         if bte is not None:
-            rows.update(bte_rows(X, y, values, feats.groups, split, last_layers, rows, level))
+            rows.update(bte_rows(X, y, feats.ids, bte, feats.groups, split,
+                                 {k: layers[k] for k in last_layers}, bte_mode, level))
         if finetune:
             # fine-tuning must not lose to the frozen features it starts from: on the inner
             # validation rows it chose its epoch on, compare it with the default last layer
@@ -274,7 +281,7 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
     table.attrs.update(folder=Path(folder).resolve().name, n=n, protocol=protocol,
                        sources=[s.path.name for s in sources], descriptors=descriptors, level=level)
     if bte is not None:
-        table.attrs["bte"] = {"source": bte.name, "n_with": int(np.isfinite(values).sum()),
+        table.attrs["bte"] = {"source": bte.name, "mode": bte_mode, "n_with": int(np.isfinite(values).sum()),
                               "without": reason_counts(reasons), "subset": bte_subset(predictions)}
     return table, predictions
 
@@ -311,7 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bte", default=None, metavar="FILE",
                    help="log10_kappa_bte values (a refined.csv of python -m cgcnn.refine; default: the "
                         "log10_kappa_bte column of CIFPATH/compounds.csv if it has one): also evaluate each last "
-                        "layer with it as one more descriptor (methods K+bte)")
+                        "layer with it (methods K+bte), as --train 1 --bte fits it")
+    p.add_argument("--bte-mode", default=BTE_MODES[0], choices=BTE_MODES,
+                   help="how K+bte uses the value, as in transfer_learning_kappa.py: stack, a linear calibration "
+                        "of the plain prediction and the value; descriptor, one more last-layer descriptor")
     p.add_argument("--finetune", default=0, type=int, metavar="EPOCHS",
                    help="also fine-tune the first source network for at most EPOCHS epochs per split (0: no)")
     p.add_argument("--finetune-patience", default=10, type=int, help="early-stopping patience of --finetune")
@@ -382,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         last_layers=last_layers, descriptors=descriptors, property_models=props, level=args.interval,
         finetune=args.finetune, finetune_patience=args.finetune_patience,
         finetune_batch_size=args.finetune_batch_size, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
-        workers=args.workers, atom_init=args.atom_init, cache_dir=args.cache_dir, progress=not args.quiet, bte=bte)
+        workers=args.workers, atom_init=args.atom_init, cache_dir=args.cache_dir, progress=not args.quiet, bte=bte,
+        bte_mode=args.bte_mode)
     written = write_report(table, predictions, args.out_dir, inputs=inputs)
     print(format_table(table), end="")
     print(f"wrote {written['metrics']}, {written['predictions']}, {written['parity']}", file=sys.stderr)

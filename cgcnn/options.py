@@ -15,7 +15,11 @@ from typing import Any
 
 from cgcnn import InputError
 
-__all__ = ["MAX_SEED", "OPTION_RANGES", "EXCLUDED", "Range", "check_values"]
+__all__ = ["MAX_SEED", "BTE_MODES", "OPTION_RANGES", "EXCLUDED", "Range", "check_values"]
+
+#: ``--bte-mode``: how the last layer uses the BTE value (:func:`cgcnn.transfer.fit_bte`); the first is the
+#: default.
+BTE_MODES = ("stack", "descriptor")
 
 #: Largest seed: numpy's ``RandomState`` takes 0 ... 2**32 - 1 (torch takes more).
 MAX_SEED = 2**32 - 1

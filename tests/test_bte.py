@@ -150,8 +150,8 @@ def test_layer_with_bte_fits_two_models_and_routes_each_crystal(tmp_path):
     plain = LastLayer.fit(X, y, "ridge", cv_folds=3)
     layer = LastLayer.fit(X, y, "ridge", cv_folds=3)
     assert "bte" not in layer.to_dict() and layer.to_dict()["format"] == "cgcnn-kappa last layer 2"  # as before
-    sub = fit_bte(layer, X, y, ids, bte, (4, 2), kind="ridge", cv_folds=3)
-    assert layer.bte["n_with"] == 30 and layer.bte["n_without"] == 10 and sub.n_train == 30
+    sub = fit_bte(layer, X, y, ids, bte, (4, 2), kind="ridge", mode="descriptor", cv_folds=3)
+    assert layer.bte["mode"] == "descriptor" and layer.bte["n_with"] == 30 and layer.bte["n_without"] == 10 and sub.n_train == 30
     assert sub.n_features == 7 and sub.inputs["groups"] == [4, 3]
     assert sub.cv["mae"] < 0.5 * layer.cv["mae"]  # the value carries the target: the layer learns its bias
     path = tmp_path / "last_layer.sav"
@@ -170,6 +170,55 @@ def test_layer_with_bte_fits_two_models_and_routes_each_crystal(tmp_path):
     none, columns = predict_routes(loaded, X, ids, None, (4, 2))  # no values given: all plain, said so
     np.testing.assert_array_equal(none.prediction, plain.predict(X).prediction)
     assert set(columns["route"]) == {"plain"} and set(columns["no_bte_reason"]) == {"no BTE values given"}
+
+
+def test_stacked_bte_model_calibrates_the_plain_prediction_and_the_value(tmp_path):
+    from sklearn.model_selection import KFold
+
+    from cgcnn.transfer import BTEValues, make_estimator, plain_oof
+
+    X, y, values = synthetic(60, seed=1)
+    ids = [f"c{i}" for i in range(len(y))]
+    known = {i: float(v) for k, (i, v) in enumerate(zip(ids, values)) if k % 4}
+    bte = BTEValues(known, {ids[0]: UNSTABLE}, {}, {"name": "refined.csv"})
+    layer = LastLayer.fit(X, y, "ridge", cv_folds=3)
+    # the out-of-fold predictions: each crystal by the plain type fit on the other folds
+    oof = plain_oof(layer, X, y, None, seed=0, folds=3)
+    for train, test in KFold(3, shuffle=True, random_state=0).split(X):
+        np.testing.assert_allclose(oof[test], make_estimator("ridge").fit(X[train], y[train]).predict(X[test]))
+    sub = fit_bte(layer, X, y, ids, bte, None, kind="ridge", cv_folds=3)  # the default mode: stack
+    assert layer.bte["mode"] == "stack" and sub.kind == "ridge" and sub.n_features == 2 and sub.n_train == 45
+    a, b, c = layer.bte["coefficients"]
+    assert abs(a) < 0.2 and 0.8 < b < 1.1 and 0.1 < a * 1.5 + c < 0.3  # a·(mean plain ≈ 1.5) + c: the bias (-0.2)
+    assert sub.cv["mae"] < 0.3 * layer.cv["mae"]
+    path = tmp_path / "stack.sav"
+    layer.save(path)
+    loaded = LastLayer.load(path)
+    assert loaded.bte["mode"] == "stack" and loaded.bte["coefficients"] == [a, b, c]
+    pred, columns = predict_routes(loaded, X, ids, bte, None)
+    has = np.array([i in known for i in ids])
+    plain = layer.predict(X)
+    np.testing.assert_array_equal(columns["prediction_plain"], plain.prediction)
+    np.testing.assert_allclose(pred.prediction[has], a * plain.prediction[has] + b * values[has] + c, atol=1e-9)
+    np.testing.assert_array_equal(pred.prediction[~has], plain.prediction[~has])
+    np.testing.assert_array_equal(pred.in_domain, plain.in_domain)  # the transfer's domain, on both routes
+    assert np.all(pred.low[has] < pred.prediction[has]) and np.all(pred.prediction[has] < pred.high[has])
+    with pytest.raises(InputError, match="--bte-mode 'both': choose one of stack, descriptor"):
+        fit_bte(layer, X, y, ids, bte, None, kind="ridge", mode="both")
+
+
+def test_bte_model_of_a_file_without_a_mode_is_the_descriptor_one():
+    from cgcnn.transfer import BTEValues
+
+    X, y, values = synthetic(30)
+    ids = [f"c{i}" for i in range(30)]
+    bte = BTEValues({i: float(v) for i, v in zip(ids, values)}, {}, {}, {"name": "refined.csv"})
+    layer = LastLayer.fit(X, y, "ridge", cv_folds=0)
+    fit_bte(layer, X, y, ids, bte, (4, 2), kind="ridge", mode="descriptor", cv_folds=0)
+    before, _ = predict_routes(layer, X, ids, bte, (4, 2))
+    del layer.bte["mode"]  # a format-3 file written before the modes
+    after, _ = predict_routes(layer, X, ids, bte, (4, 2))
+    np.testing.assert_array_equal(before.prediction, after.prediction)
 
 
 def test_mismatched_use_is_refused_or_noted():
@@ -204,10 +253,13 @@ def test_train_and_predict_with_bte(tmp_path, subset):
     folder, refined = subset
     out = run("--train", 1, SOURCE, folder, "--bte", refined, "--members", "none", "--last-layer-type", "ridge",
               "-q", cwd=tmp_path)
-    assert "BTE descriptor (refined.csv, column log10_kappa_bte): 12 of 16 crystals have a value" in out.stdout
+    assert ("BTE values (refined.csv, column log10_kappa_bte): 12 of 16 crystals have a value; the stacked "
+            "calibration" in out.stdout)
     assert "without a BTE value (3 dynamically unstable at 0 K, 1 not in refined.csv): 4 crystals" in out.stdout
     layer = LastLayer.load(tmp_path / "last_layer.sav")
-    assert layer.bte["potentials"] == ["7net-l3i5"] and layer.bte["layer"].n_features == layer.n_features + 1
+    assert layer.bte["potentials"] == ["7net-l3i5"] and layer.bte["layer"].n_features == 2
+    a, b, c = layer.bte["coefficients"]
+    assert f"{a:.3f}*plain + {b:.3f}*log10_kappa_bte {c:+.3f}" in out.stdout
     from cgcnn import KappaModel
 
     api = KappaModel.load(tmp_path / "last_layer.sav", source=SOURCE, workers=0).predict([str(folder / "Si.cif")])
@@ -245,8 +297,11 @@ def test_plain_layer_refuses_bte_and_compounds_column_is_read(tmp_path, subset):
     shutil.copytree(folder, copy)
     table.to_csv(copy / "compounds.csv", index=False)
     out = run("--train", 1, SOURCE, copy, "--members", "none", "--last-layer-type", "ridge", "--last-layer",
-              "col.sav", "-q", cwd=tmp_path)
-    assert "BTE descriptor (compounds.csv, column log10_kappa_bte): 12 of 16" in out.stdout
+              "col.sav", "--bte-mode", "descriptor", "-q", cwd=tmp_path)
+    assert "BTE values (compounds.csv, column log10_kappa_bte): 12 of 16" in out.stdout
+    assert "the ridge last layer with log10_kappa_bte as one more descriptor" in out.stdout
+    layer = LastLayer.load(tmp_path / "col.sav")
+    assert layer.bte["mode"] == "descriptor" and layer.bte["layer"].n_features == layer.n_features + 1
     assert "3 no value in compounds.csv, 1 not in compounds.csv" in out.stdout
 
 
@@ -268,6 +323,7 @@ def test_evaluate_with_bte(tmp_path, subset):
     subset_table = table.attrs["bte"]["subset"]
     assert subset_table.index[0] == "raw BTE" and "ridge+bte" in subset_table.index
     text = format_table(table)
+    assert "+bte rows: stacked calibration a·plain + b·log10 κ_BTE + c" in text
     assert "12 of 16 crystals have one; the others (3 dynamically unstable at 0 K, 1 not in refined.csv)" in text
     assert "| raw BTE |" in text
 

@@ -2,15 +2,17 @@
 ``log10_kappa_bte`` as one more descriptor (:mod:`cgcnn.transfer.bte`), and its figures on the crystals
 that have a value.
 
-In each split, the method ``K+bte`` fits the last layer of type ``K`` with the BTE value on the training
-crystals that have one, and predicts the test crystals that have one with it; a test crystal without a
-value (refused as dynamically unstable, failed, not computed) gets the plain ``K``'s prediction of the
-same split, as ``--train 0`` routes it.  Nothing is imputed.  :func:`bte_subset` gives every method's
+In each split, the method ``K+bte`` fits the BTE model of the plain last layer of type ``K`` on the
+training crystals that have a value, as ``--train 1 --bte`` does (``--bte-mode``: the stacked calibration
+or the value as one more descriptor), and predicts the test crystals that have one with it; a test crystal
+without a value (refused as dynamically unstable, failed, not computed) gets the plain ``K``'s prediction of
+the same split, as ``--train 0`` routes it.  Nothing is imputed.  :func:`bte_subset` gives every method's
 held-out MAE on the crystals with a value alone, beside the MAE of the raw BTE values themselves.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,9 +21,12 @@ import pandas as pd
 __all__ = ["bte_rows", "bte_subset"]
 
 
-def bte_rows(X: np.ndarray, y: np.ndarray, values: np.ndarray, groups, split, kinds: Sequence[str], rows: dict,
-             level: float = 0.9) -> dict:
-    """The ``K+bte`` predictions of one split's test crystals (in sorted order, as ``rows``).
+def bte_rows(X: np.ndarray, y: np.ndarray, ids: Sequence[str], bte, groups, split, layers: dict,
+             mode: str = "stack", level: float = 0.9) -> dict:
+    """The ``K+bte`` predictions of one split's test crystals (in sorted order, as ``layers``' rows): the
+    BTE model fit on the split's training crystals as ``--train 1 --bte`` fits it
+    (:func:`cgcnn.transfer.fit_bte`, without its interval's outer cross-validation), the test crystals
+    routed as ``--train 0`` routes them (:func:`cgcnn.transfer.predict_routes`).
 
     Parameters
     ----------
@@ -29,15 +34,17 @@ def bte_rows(X: np.ndarray, y: np.ndarray, values: np.ndarray, groups, split, ki
         Last-layer inputs of every crystal (:attr:`cgcnn.transfer.Features.X`).
     y : ndarray of shape (n,)
         log10 κ_L targets.
-    values : ndarray of shape (n,)
-        log10 κ_L of the BTE (NaN without a value).
+    ids : sequence of str
+        The crystals of ``X``.
+    bte : cgcnn.transfer.BTEValues
     groups : tuple
         :attr:`cgcnn.transfer.Features.groups` of ``X``.
     split : cgcnn.evaluation.Split
-    kinds : sequence of str
-        The last-layer types: each must be a key of ``rows``.
-    rows : dict
-        Method → (prediction, low, high, in_domain) of the split's test crystals: the plain routes.
+    layers : dict
+        Last-layer type ``K`` → the plain :class:`~cgcnn.transfer.LastLayer` of type ``K`` fit on the split's
+        training crystals.
+    mode : str
+        :data:`cgcnn.transfer.BTE_MODES`.
     level : float
         CV+ interval level.
 
@@ -46,22 +53,22 @@ def bte_rows(X: np.ndarray, y: np.ndarray, values: np.ndarray, groups, split, ki
     dict
         ``K+bte`` → (prediction, low, high, in_domain), arrays of shape (number of test crystals,).
     """
-    from cgcnn.transfer import LastLayer, bte_columns, bte_groups, quietly
+    from cgcnn.transfer import fit_bte, predict_routes, quietly
 
-    test = np.sort(split.test)
-    train = np.asarray(split.train)[np.isfinite(values[split.train])]
-    has = np.isfinite(values[test])
+    train, test = np.asarray(split.train), np.sort(split.test)
+    ids = np.asarray(ids, dtype=object)
+    values, _ = bte.lookup(ids[train])
     out = {}
-    for kind in kinds:
-        pred, low, high, inside = (np.array(a, copy=True) for a in rows[kind])
-        if len(train) >= 2 and has.any():
+    for kind, plain in layers.items():
+        layer = copy.copy(plain)  # the plain layer of the split stays without a BTE model
+        if np.isfinite(values).sum() >= 2:
             with quietly():
-                layer = LastLayer.fit(bte_columns(X[train], values[train], groups), y[train], kind, seed=split.index,
-                                      level=level, groups=bte_groups(groups), interval_cv=False)
-                p = layer.predict(bte_columns(X[test[has]], values[test[has]], groups))
-            pred, low, high = pred.astype(float), low.astype(float), high.astype(float)
-            pred[has], low[has], high[has], inside[has] = p.prediction, p.low, p.high, p.in_domain
-        out[f"{kind}+bte"] = (pred, low, high, inside)
+                fit_bte(layer, X[train], y[train], ids[train], bte, groups, kind=kind, mode=mode, seed=split.index,
+                        level=level, interval_cv=False)
+                p, _ = predict_routes(layer, X[test], ids[test], bte, groups)
+        else:
+            p = layer.predict(X[test])
+        out[f"{kind}+bte"] = (p.prediction, p.low, p.high, p.in_domain)
     return out
 
 

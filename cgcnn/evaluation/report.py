@@ -33,9 +33,9 @@ _LABELS = {
 
 
 def label(method: str) -> str:
-    """A reader's name of a method (``K+bte``: ``K``'s with the BTE descriptor)."""
+    """A reader's name of a method (``K+bte``: ``K``'s with the BTE value)."""
     if method.endswith("+bte"):
-        return f"{label(method[:-4])} with the BTE descriptor"
+        return f"{label(method[:-4])} with the BTE value"
     return _LABELS.get(method, f"{method} last layer")
 
 
@@ -61,8 +61,11 @@ def format_table(table: pd.DataFrame) -> str:
               "Held-out metrics, mean ± std over splits; κ_L in W m⁻¹ K⁻¹.")
     bte = a.get("bte")
     if bte:
-        header += (f" BTE values ({bte['source']}): {bte['n_with']} of {a.get('n', '?')} crystals have one; "
-                   f"the others ({bte['without']}) get the plain method's prediction in the +bte rows.")
+        mode = {"stack": "stacked calibration a·plain + b·log10 κ_BTE + c",
+                "descriptor": "log10 κ_BTE as one more descriptor"}.get(bte.get("mode"), bte.get("mode"))
+        header += (f" BTE values ({bte['source']}; +bte rows: {mode}): {bte['n_with']} of {a.get('n', '?')} "
+                   f"crystals have one; the others ({bte['without']}) get the plain method's prediction in the "
+                   "+bte rows.")
     lines = [header, "", "| method | " + " | ".join(METRICS.values()) + " |", "|---|" + "---:|" * len(METRICS)]
     for method, row in table.iterrows():
         cells = []

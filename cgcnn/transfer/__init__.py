@@ -22,6 +22,7 @@ Layer: above :mod:`cgcnn.model`.
 
 from cgcnn.transfer.bte import (
     BTE_COLUMN,
+    BTE_MODES,
     ROUTE_COLUMNS,
     BTEValues,
     bte_columns,
@@ -29,9 +30,11 @@ from cgcnn.transfer.bte import (
     check_bte_use,
     fit_bte,
     folder_bte,
+    plain_oof,
     predict_routes,
     read_bte,
     reason_counts,
+    stack_coefficients,
 )
 from cgcnn.transfer.descriptors import (
     SLACK_DESCRIPTORS,
@@ -104,8 +107,9 @@ from cgcnn.transfer.layertypes import (
 )
 
 __all__ = [
-    "BTE_COLUMN", "BTEValues", "ROUTE_COLUMNS", "bte_columns", "bte_groups", "check_bte_use", "fit_bte",
-    "folder_bte", "predict_routes", "read_bte", "reason_counts", "v1_fields",
+    "BTE_COLUMN", "BTE_MODES", "BTEValues", "ROUTE_COLUMNS", "bte_columns", "bte_groups", "check_bte_use",
+    "fit_bte", "folder_bte", "plain_oof", "predict_routes", "read_bte", "reason_counts", "stack_coefficients",
+    "v1_fields",
     "CANDIDATES", "ColumnKernel", "DESCRIPTOR_SETS", "Features", "LAST_LAYER_TYPES", "LAYER_CLASSES",
     "LastLayer", "MOVED_MODULES", "MemberAverage", "PICKLE_GLOBALS", "PROPERTY_MODEL_FILES", "PROPERTY_TARGETS",
     "Prediction", "SKOPS_LOADERS", "SLACK_DESCRIPTORS", "STRUCTURE_DESCRIPTORS", "assemble_features",

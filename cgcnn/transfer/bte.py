@@ -9,9 +9,18 @@ T. Zhu et al., Energy Environ. Sci. 14, 3559 (2021), with the BTE value beside t
 Not every crystal has a value: a crystal refused as dynamically unstable at 0 K, a failed one, one not
 computed.  Nothing is imputed.  A last layer fit with BTE values holds two models (:func:`fit_bte`):
 the plain one, fit on every training crystal as without values, and the BTE one, fit on the training
-crystals with a value, with ``log10_kappa_bte`` appended to each ensemble member's descriptors
-(:func:`bte_columns`).  A crystal with a value is predicted by the BTE model, any other by the plain
-one; :func:`predict_routes` says which for each crystal (:data:`ROUTE_COLUMNS` of ``results.csv``).
+crystals with a value, in one of two modes (:data:`BTE_MODES`):
+
+- ``stack`` (the default): a linear calibration ``a · plain + b · log10 κ_BTE + c`` of the plain model's
+  prediction and the BTE value, fit on the plain model's out-of-fold predictions of the training crystals
+  (stacked generalisation: D. H. Wolpert, Neural Networks 5, 241 (1992); L. Breiman, Machine Learning 24,
+  49 (1996)).  Three numbers learnt from the measured targets: the potential's bias and how far to trust
+  it against the transfer, which carries to structure types absent from the training crystals;
+- ``descriptor``: the last layer of the same type with ``log10_kappa_bte`` appended to each ensemble
+  member's descriptors (:func:`bte_columns`).
+
+A crystal with a value is predicted by the BTE model, any other by the plain one; :func:`predict_routes`
+says which for each crystal (:data:`ROUTE_COLUMNS` of ``results.csv``).
 
 The values come from a ``refined.csv`` (:func:`read_bte`, columns ``cif_id``, ``log10_kappa_bte``
 and, as ``cgcnn.refine`` writes them, ``reason`` and ``potential``) or from a ``log10_kappa_bte``
@@ -30,10 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from cgcnn import InputError
+from cgcnn.options import BTE_MODES
 from cgcnn.transfer.lastlayer import LastLayer, Prediction
 
-__all__ = ["BTE_COLUMN", "ROUTE_COLUMNS", "BTEValues", "read_bte", "folder_bte", "bte_columns", "bte_groups",
-           "fit_bte", "predict_routes", "check_bte_use", "reason_counts"]
+__all__ = ["BTE_COLUMN", "BTE_MODES", "ROUTE_COLUMNS", "BTEValues", "read_bte", "folder_bte", "bte_columns",
+           "bte_groups", "fit_bte", "plain_oof", "stack_coefficients", "predict_routes", "check_bte_use",
+           "reason_counts"]
 
 #: The column of the BTE value (log10 κ_L, κ_L in W m⁻¹ K⁻¹) in ``refined.csv`` and ``compounds.csv``.
 BTE_COLUMN = "log10_kappa_bte"
@@ -41,6 +52,8 @@ BTE_COLUMN = "log10_kappa_bte"
 #: route), the route (``bte`` or ``plain``), why a crystal took the plain route, and the plain model's
 #: prediction of every crystal (log10 κ_L: on the BTE route, the transfer's value beside the calibrated one).
 ROUTE_COLUMNS = ("log10_kappa_bte", "route", "no_bte_reason", "prediction_plain")
+#: The stacked model's inputs, in order.
+STACK_COLUMNS = ("prediction_plain", BTE_COLUMN)
 _BTE_RANGE = (-3.0, 4.0)  # as cgcnn.crystals.LOG10_KAPPA_RANGE
 
 
@@ -204,17 +217,46 @@ def reason_counts(reasons) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()) or "none"
 
 
+def plain_oof(layer: LastLayer, X: np.ndarray, y: np.ndarray, groups, *, seed: int = 0,
+              folds: int = 5) -> np.ndarray:
+    """Out-of-fold predictions (log10 κ_L, shape (n,)) of the plain last layer's type on its training
+    inputs ``X`` (n, n_features) and targets ``y``: each crystal predicted by the type ``layer.kind`` fit on
+    the other folds (scikit-learn ``cross_val_predict``, ``KFold(folds, shuffle=True, random_state=seed)``,
+    ``folds`` clipped to 2 ... n).  What the stacked BTE model is fit on (:func:`fit_bte`): predictions of
+    crystals the model has not seen, as the crystals it will be used on."""
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    from cgcnn.transfer.estimators import make_estimator, quietly
+
+    folds = max(2, min(int(folds), len(y)))
+    with quietly():
+        pred = cross_val_predict(make_estimator(layer.kind, seed, tuple(groups) if groups else None), X, y,
+                                 cv=KFold(folds, shuffle=True, random_state=seed))
+    return np.asarray(pred, dtype=np.float64)
+
+
+def stack_coefficients(sub: LastLayer) -> tuple[float, float, float]:
+    """``(a, b, c)`` of a stacked BTE model's ``a · plain + b · log10 κ_BTE + c`` (log10 κ_L), from its
+    standardised ridge regression (``make_pipeline(StandardScaler(), RidgeCV(...))``)."""
+    scaler, ridge = sub.estimator[0], sub.estimator[-1]
+    coef = np.asarray(ridge.coef_, dtype=np.float64) / scaler.scale_
+    c = float(ridge.intercept_ - coef @ scaler.mean_)
+    return float(coef[0]), float(coef[1]), c
+
+
 def fit_bte(layer: LastLayer, X: np.ndarray, y: np.ndarray, ids, bte: BTEValues, groups, *, kind: str,
-            seed: int = 0, cv_folds: int = 5, level: float = 0.9, log=None, jobs: int | None = None) -> LastLayer:
+            mode: str = "stack", seed: int = 0, cv_folds: int = 5, level: float = 0.9, log=None,
+            jobs: int | None = None, interval_cv: bool = True) -> LastLayer:
     """Fit the BTE model of ``layer`` (the plain last layer, fit on all of ``X``) and keep it in
     ``layer.bte``; returns the BTE model.
 
     Parameters
     ----------
     layer : LastLayer
-        The plain last layer; gets :attr:`LastLayer.bte`: ``layer`` (the BTE model), ``source``
-        (:attr:`BTEValues.source`), ``potentials`` (those of the values used), ``n_with``,
-        ``n_without`` and ``without`` (reason kind → count, :func:`reason_counts`).
+        The plain last layer; gets :attr:`LastLayer.bte`: ``layer`` (the BTE model), ``mode``,
+        ``source`` (:attr:`BTEValues.source`), ``potentials`` (those of the values used), ``n_with``,
+        ``n_without`` and ``without`` (reason kind → count, :func:`reason_counts`), and for ``stack``
+        ``coefficients`` (:func:`stack_coefficients`).
     X, y : ndarray of shape (n, n_features), (n,)
         The plain layer's inputs and targets (log10 κ_L).
     ids : sequence of str
@@ -222,24 +264,41 @@ def fit_bte(layer: LastLayer, X: np.ndarray, y: np.ndarray, ids, bte: BTEValues,
     bte : BTEValues
     groups : tuple
         :attr:`~cgcnn.transfer.Features.groups` of ``X``.
-    kind, seed, cv_folds, level, log, jobs
-        As :meth:`LastLayer.fit` (``kind`` is the type the plain layer was asked for).
+    kind : str
+        The type the plain layer was asked for (``descriptor``: the BTE model's type too).
+    mode : {"stack", "descriptor"}
+        ``stack``: a ``ridge`` last layer on (the plain type's out-of-fold prediction, :func:`plain_oof`;
+        log10 κ_BTE) of the crystals with a value; ``descriptor``: a last layer of type ``kind`` on ``X``
+        with log10 κ_BTE appended (:func:`bte_columns`).
+    seed, cv_folds, level, log, jobs, interval_cv
+        As :meth:`LastLayer.fit`.
 
     Raises
     ------
     InputError
-        Fewer than 2 training crystals with a value (naming the file).
+        Fewer than 2 training crystals with a value (naming the file); an unknown ``mode``.
     """
+    if mode not in BTE_MODES:
+        raise InputError(f"--bte-mode {mode!r}: choose one of {', '.join(BTE_MODES)}")
     values, reasons = bte.lookup(ids)
     has = np.isfinite(values)
     if has.sum() < 2:
         raise InputError(f"{bte.name}: {int(has.sum())} of the {len(ids)} training crystals have a {BTE_COLUMN} "
                          "value; the BTE model needs at least 2")
-    sub = LastLayer.fit(bte_columns(X[has], values[has], groups), y[has], kind, seed, cv_folds, level=level,
-                        inputs=_bte_record(layer.inputs, groups), groups=bte_groups(groups), log=log, jobs=jobs)
+    record = {}
+    if mode == "stack":
+        plain = plain_oof(layer, X, y, groups, seed=seed, folds=cv_folds)
+        sub = LastLayer.fit(np.c_[plain[has], values[has]], y[has], "ridge", seed, cv_folds, level=level,
+                            inputs={"names": list(STACK_COLUMNS), "stack": f"out-of-fold {layer.kind}"},
+                            log=log, jobs=jobs, interval_cv=interval_cv)
+        record["coefficients"] = list(stack_coefficients(sub))
+    else:
+        sub = LastLayer.fit(bte_columns(X[has], values[has], groups), y[has], kind, seed, cv_folds, level=level,
+                            inputs=_bte_record(layer.inputs, groups), groups=bte_groups(groups), log=log,
+                            jobs=jobs, interval_cv=interval_cv)
     used = sorted({bte.potentials[i] for i, ok in zip(ids, has) if ok and i in bte.potentials})
-    layer.bte = {"layer": sub, "source": dict(bte.source), "potentials": used, "n_with": int(has.sum()),
-                 "n_without": int((~has).sum()), "without": reason_counts(reasons)}
+    layer.bte = {"layer": sub, "mode": mode, **record, "source": dict(bte.source), "potentials": used,
+                 "n_with": int(has.sum()), "n_without": int((~has).sum()), "without": reason_counts(reasons)}
     return sub
 
 
@@ -279,7 +338,9 @@ def check_bte_use(layer: LastLayer, bte: BTEValues | None, explicit: bool, ids=N
 def predict_routes(layer: LastLayer, X: np.ndarray, ids, bte: BTEValues | None, groups,
                    level: float | None = None) -> tuple[Prediction, dict]:
     """Predictions of a last layer with a BTE model: crystals with a value by the BTE model, the others
-    by the plain one.
+    by the plain one.  A stacked BTE model (``mode`` ``stack``) takes the plain prediction and the value;
+    its crystals keep the plain model's ``distance`` and ``in_domain`` (whether the transfer has seen
+    such crystals: the phonons vouch for the value, not the flag).
 
     Parameters
     ----------
@@ -313,8 +374,11 @@ def predict_routes(layer: LastLayer, X: np.ndarray, ids, bte: BTEValues | None, 
     pred = layer.predict(X, level)
     plain = np.array(pred.prediction, dtype=np.float64, copy=True)
     if has.any():
-        sub = layer.bte["layer"].predict(bte_columns(X[has], values[has], groups), level)
-        for name in ("prediction", "low", "high", "distance", "in_domain"):
+        stack = layer.bte.get("mode", "descriptor") == "stack"  # format 3 files of 2026-12-04: descriptor
+        inputs = np.c_[plain[has], values[has]] if stack else bte_columns(X[has], values[has], groups)
+        sub = layer.bte["layer"].predict(inputs, level)
+        # the stacked model's domain is the plain one's (where the transfer has seen such crystals)
+        for name in ("prediction", "low", "high") + (() if stack else ("distance", "in_domain")):
             merged = np.array(getattr(pred, name), copy=True)  # low and high may be one array
             merged[has] = getattr(sub, name)
             setattr(pred, name, merged)
