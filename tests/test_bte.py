@@ -108,6 +108,21 @@ def test_read_bte_refuses_bad_files_in_one_line(tmp_path, body, message):
         read_bte(tmp_path / "missing.csv")
 
 
+def test_bte_values_of_a_mapping(subset):
+    from cgcnn.transfer import BTEValues
+
+    values = BTEValues.of({"Si": 2.1, "NaCl": None, "PbTe": float("nan")}, name="mine")
+    assert values.values == {"Si": 2.1} and values.reasons == {"NaCl": "no value in mine", "PbTe": "no value in mine"}
+    assert BTEValues.of(values) is values and BTEValues.of(None) is None
+    assert BTEValues.of(subset[1]).values == read_bte(subset[1]).values  # a path: read_bte
+    with pytest.raises(InputError, match="mine: log10_kappa_bte of Si is 50, not a log10 κ_L"):
+        BTEValues.of({"Si": 50}, name="mine")
+    with pytest.raises(InputError, match="bte: log10_kappa_bte of Si is 'high', not a number"):
+        BTEValues.of({"Si": "high"})
+    with pytest.raises(InputError, match="bte: give a refined.csv path or a mapping"):
+        BTEValues.of([1.0])
+
+
 def test_folder_bte_takes_the_option_then_the_compounds_column(tmp_path, subset):
     _, refined = subset
     assert folder_bte(None, tmp_path) == (None, False)  # no compounds.csv
@@ -151,7 +166,8 @@ def test_layer_with_bte_fits_two_models_and_routes_each_crystal(tmp_path):
     layer = LastLayer.fit(X, y, "ridge", cv_folds=3)
     assert "bte" not in layer.to_dict() and layer.to_dict()["format"] == "cgcnn-kappa last layer 2"  # as before
     sub = fit_bte(layer, X, y, ids, bte, (4, 2), kind="ridge", mode="descriptor", cv_folds=3)
-    assert layer.bte["mode"] == "descriptor" and layer.bte["n_with"] == 30 and layer.bte["n_without"] == 10 and sub.n_train == 30
+    assert layer.bte["mode"] == "descriptor" and layer.bte["n_with"] == 30 and layer.bte["n_without"] == 10
+    assert sub.n_train == 30
     assert sub.n_features == 7 and sub.inputs["groups"] == [4, 3]
     assert sub.cv["mae"] < 0.5 * layer.cv["mae"]  # the value carries the target: the layer learns its bias
     path = tmp_path / "last_layer.sav"
@@ -283,6 +299,24 @@ def test_train_and_predict_with_bte(tmp_path, subset):
     assert (plain.route == "plain").all() and (plain.no_bte_reason == "no BTE values given").all()
     routed = res.route == "plain"
     np.testing.assert_array_equal(plain.prediction[routed], res.prediction[routed])
+
+    # the API: predict with the values (a path, or a mapping) gives the rows of --train 0 --bte
+    model = KappaModel.load(tmp_path / "last_layer.sav", source=SOURCE, workers=0)
+    cifs = sorted(folder.glob("*.cif"))
+    values = read_bte(refined)
+    table = model.predict(cifs, bte=values.values)
+    want = res.set_index("cif_id").loc[table.index]
+    assert table.route.tolist() == want.route.tolist()
+    np.testing.assert_allclose(table.prediction, want.prediction, atol=1e-6)
+    assert table.loc["GaSb", "no_bte_reason"] == "not in bte"
+    # and fit with them: the same BTE model as --train 1 --bte
+    fitted = KappaModel.fit(folder, source=SOURCE, members="none", last_layer_type="ridge", bte=refined)
+    np.testing.assert_allclose(fitted.layer.bte["coefficients"], layer.bte["coefficients"], atol=1e-6)
+    with pytest.raises(InputError, match="bte_mode 'x': choose one of stack, descriptor"):
+        KappaModel.fit(folder, source=SOURCE, bte=refined, bte_mode="x")
+    plain_model = KappaModel.fit(folder, source=SOURCE, members="none", last_layer_type="ridge")
+    with pytest.raises(InputError, match="fit without BTE values"):
+        plain_model.predict(cifs[:1], bte=refined)
 
 
 def test_plain_layer_refuses_bte_and_compounds_column_is_read(tmp_path, subset):

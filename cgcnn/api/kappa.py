@@ -92,7 +92,7 @@ class KappaModel:
             last_layer_type: str | None = None, descriptors: str | None = None, property_models: str | None = None,
             members: str = "auto", original: bool = False, seed: int = 0, cv_folds: int = 5,
             interval: float | None = None, ids=None, batch_size: int = 500, workers: int | None = 0, atom_init=None,
-            cache_dir=None, device=None, progress: bool = False) -> KappaModel:
+            cache_dir=None, device=None, progress: bool = False, bte=None, bte_mode: str = "stack") -> KappaModel:
         """Fit the last layer, with the options and defaults of ``transfer_learning_kappa.py --train 1``.
 
         Parameters
@@ -114,18 +114,35 @@ class KappaModel:
         batch_size, workers, atom_init, cache_dir, device, progress
             As ``-b``, ``-j`` (default here 0: graphs built in this process), ``--atom-init``,
             ``--cache-dir``, ``--disable-cuda`` (``device="cpu"``) and ``-q``.
+        bte, bte_mode
+            As ``--bte`` and ``--bte-mode``: BTE values of the crystals (a ``refined.csv`` of
+            ``python -m cgcnn.refine``, or a mapping ``cif_id`` → log10 κ_L, :meth:`cgcnn.transfer.BTEValues.of`);
+            the last layer then also holds the BTE model (:func:`cgcnn.transfer.fit_bte`).  A data folder
+            whose ``compounds.csv`` has a ``log10_kappa_bte`` column uses it, as ``--train 1`` does.
 
         Raises
         ------
         InputError
-            As ``--train 1``: a crystal, folder, model or option at fault, targets that are not log10 κ_L.
+            As ``--train 1``: a crystal, folder, model or option at fault, targets that are not log10 κ_L, BTE
+            values that cannot be read or that too few crystals have.
         """
         from cgcnn.data import check_log10_kappa
-        from cgcnn.options import check_values
-        from cgcnn.transfer import LastLayer, check_level, compute_features, inputs_record
+        from cgcnn.options import BTE_MODES, check_values
+        from cgcnn.transfer import (
+            BTEValues,
+            LastLayer,
+            check_level,
+            compute_features,
+            fit_bte,
+            folder_bte,
+            inputs_record,
+        )
 
         check_values({"seed": seed, "cv_folds": cv_folds, "interval": interval, "batch_size": batch_size,
                       "workers": workers}, prefix="")
+        if bte_mode not in BTE_MODES:
+            raise InputError(f"bte_mode {bte_mode!r}: choose one of {', '.join(BTE_MODES)}")
+        bte = BTEValues.of(bte)
         route = fit_route(str(source), last_layer_type, descriptors, property_models, members, original)
         sources, props = route.load_models(device)
         given = Path(structures_or_folder) if isinstance(structures_or_folder, str | os.PathLike) else None
@@ -138,6 +155,8 @@ class KappaModel:
                                      property_models=props)
             where = str(folder / "id_prop.csv")
             targets = feats.targets
+            if bte is None:
+                bte, _ = folder_bte(None, folder)
             if targets is None:
                 raise InputError(f"{where}: fitting needs targets (cif_id,log10 κ_L rows)")
         else:
@@ -159,6 +178,9 @@ class KappaModel:
         level = 0.9 if interval is None else interval
         layer = LastLayer.fit(feats.X, targets, route.kind, seed, cv_folds, level=level,
                               inputs=inputs_record(sources, feats, route.descriptors, props), groups=feats.groups)
+        if bte is not None:
+            fit_bte(layer, feats.X, targets, feats.ids, bte, feats.groups, kind=route.kind, mode=bte_mode, seed=seed,
+                    cv_folds=cv_folds, level=level)
         return cls(layer, route, sources, props, batch_size=batch_size, workers=workers, atom_init=atom_init,
                    device=device)
 
@@ -203,7 +225,7 @@ class KappaModel:
 
     # ------------------------------------------------------------------------------------------
 
-    def _screener(self, layer, level: float | None = None, data=None):
+    def _screener(self, layer, level: float | None = None, data=None, bte=None):
         """The screening engine for these models; ``data``: the :class:`cgcnn.crystals.CrystalInput` read (a
         folder's ``atom_init.json`` counts, as for the command line), None for crystals of a session."""
         from cgcnn.crystals import CrystalInput
@@ -215,7 +237,7 @@ class KappaModel:
         settings = ScreenSettings(batch_size=self.batch_size, workers=self.workers, level=level, progress=False)
         settings.check()
         return Screener(self.sources, self.property_models, self.route.descriptors, layer, tables, table_sources,
-                        settings)
+                        settings, bte=bte)
 
     def _chunks(self, structures, ids, targets, size: int) -> Iterator:
         crystals = crystals_of(structures, ids)
@@ -261,7 +283,7 @@ class KappaModel:
         feats = self._features(structures, ids)
         return pd.DataFrame(feats.X, index=pd.Index(feats.ids, name="cif_id"), columns=feats.names)
 
-    def predict(self, structures, interval: float | None = 0.9, ids=None):
+    def predict(self, structures, interval: float | None = 0.9, ids=None, bte=None):
         """κ_L of crystals, with the last layer's interval and applicability-domain flag.
 
         Parameters
@@ -273,6 +295,9 @@ class KappaModel:
             Level of the prediction interval (None: the level stored at fitting).
         ids : sequence of str, optional
             ``cif_id`` of the crystals.
+        bte : path or mapping, optional
+            As ``--train 0 --bte``: BTE values of the crystals (:meth:`cgcnn.transfer.BTEValues.of`), for a last
+            layer fit with them.
 
         Returns
         -------
@@ -280,14 +305,15 @@ class KappaModel:
             The columns of ``results.csv`` (``target`` empty), index ``cif_id``, rows in input order:
             ``prediction``, ``prediction_low``, ``prediction_high`` in log10 κ_L; ``kappa*`` in W m⁻¹ K⁻¹.
             A last layer fit with BTE values (``--train 1 --bte``) adds the route columns
-            (:data:`cgcnn.transfer.ROUTE_COLUMNS`): here every crystal takes the plain route (no BTE values
-            are given to this method), and says so.
+            (:data:`cgcnn.transfer.ROUTE_COLUMNS`): a crystal with a value in ``bte`` takes the BTE route,
+            any other the plain one, and says why.
 
         Raises
         ------
         InputError
             A crystal that cannot be read or checked (naming it), models that differ from those the last
-            layer was fit with, an interval level the training set does not allow.
+            layer was fit with, an interval level the training set does not allow, ``bte`` with a last layer
+            fit without BTE values or values of another potential.
         """
         import pandas as pd
 
@@ -295,12 +321,15 @@ class KappaModel:
         from cgcnn.data import single_threaded
         from cgcnn.options import check_values
         from cgcnn.screening import local_shards
+        from cgcnn.transfer import BTEValues, check_bte_use
 
         check_values({"interval": interval}, prefix="")
+        bte = BTEValues.of(bte)
+        check_bte_use(self.layer, bte, explicit=True)
         structures = open_structures(structures)
         if isinstance(structures, CrystalInput) and structures.targets is not None:  # as --train 0: log10 κ_L
             check_log10_kappa(structures.targets, structures.path / "id_prop.csv", structures.ids)
-        screener = self._screener(self.layer, interval, data=structures)
+        screener = self._screener(self.layer, interval, data=structures, bte=bte)
         self.layer.check_inputs(screener.record())
         chunks = self._chunks(structures, ids, None, screener.settings.chunk)
         with single_threaded():  # the pool's processes hold the cores; the results are those of the command line
