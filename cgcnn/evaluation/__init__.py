@@ -4,8 +4,8 @@ and the report.
 - :mod:`~cgcnn.evaluation.protocol`: random splits (ParAIsite, arXiv:2411.18259), K-fold and grouped
   (prototype, structure type) cross-validation, and their figures (:func:`metrics`, :func:`summarize`);
 - :mod:`~cgcnn.evaluation.report`: ``metrics.md`` and ``parity.png`` (:func:`write_report`);
-- :mod:`~cgcnn.evaluation.bte`: the last layers with the phonon-BTE value as one more descriptor
-  (``--bte``: :func:`bte_rows`) and their figures on the crystals with a value (:func:`bte_subset`).
+- :mod:`~cgcnn.evaluation.bte`: the last layers with their phonon-BTE model (``--bte``,
+  ``--bte-mode``: :func:`bte_rows`) and their figures on the crystals with a value (:func:`bte_subset`).
 
 Layer: above :mod:`cgcnn.transfer`, beside :mod:`cgcnn.screening` (neither imports the other).
 """

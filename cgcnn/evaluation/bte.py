@@ -1,6 +1,5 @@
-"""The BTE route in an evaluation (``python -m cgcnn.evaluate --bte FILE``): each last layer once more with
-``log10_kappa_bte`` as one more descriptor (:mod:`cgcnn.transfer.bte`), and its figures on the crystals
-that have a value.
+"""The BTE route in an evaluation (``python -m cgcnn.evaluate --bte FILE``): each last layer with its BTE
+model (:mod:`cgcnn.transfer.bte`), and the figures of the crystals that have a value.
 
 In each split, the method ``K+bte`` fits the BTE model of the plain last layer of type ``K`` on the
 training crystals that have a value, as ``--train 1 --bte`` does (``--bte-mode``: the stacked calibration
