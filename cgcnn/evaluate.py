@@ -68,6 +68,7 @@ from cgcnn.evaluation import (  # noqa: F401  (re-exported: the protocol was def
     make_splits,
     metrics,
     parity_figure,
+    protocol_text,
     read_groups,
     split_metrics,
     structure_types,
@@ -266,15 +267,8 @@ def evaluate(sources, folder, *, splits: int = 9, train_fraction: float = 0.8, k
         log(f"split {split.index + 1}/{len(parts)} done, {time.time() - t0:.1f} s")
     predictions = pd.concat(frames, ignore_index=True)
     table = summarize(predictions)
-    if groups is not None:
-        protocol = (f"grouped {len(parts)}-fold cross-validation by {group_name} "
-                    f"({len(set(np.asarray(groups).tolist()))} groups; GroupKFold)")
-    elif kfold is not None:
-        protocol = f"{kfold}-fold cross-validation (KFold shuffle, random_state 0)"
-    else:
-        n_train = int(train_fraction * n)
-        protocol = (f"{splits} random splits {n_train}/{n - n_train} (train fraction {train_fraction:g}, "
-                    f"seeds 0-{splits - 1}, ParAIsite)")
+    protocol = protocol_text(n, len(parts), groups=groups, group_name=group_name, kfold=kfold, splits=splits,
+                             train_fraction=train_fraction)
     if finetune:
         protocol += (f"; finetune: fell back to the frozen-feature gp last layer in {fallbacks} of {len(parts)} "
                      "splits, where it lost on the inner validation rows")

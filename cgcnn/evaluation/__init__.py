@@ -16,6 +16,7 @@ from cgcnn.evaluation.protocol import (
     make_group_splits,
     make_splits,
     metrics,
+    protocol_text,
     read_groups,
     split_metrics,
     structure_types,
@@ -33,6 +34,6 @@ from cgcnn.evaluation.report import (
 
 __all__ = [
     "BASELINES", "METRICS", "Split", "best_method", "bte_rows", "bte_subset", "format_table", "label",
-    "make_group_splits", "make_splits", "metrics", "parity_figure", "read_groups", "split_metrics", "structure_types",
-    "summarize", "write_report",
+    "make_group_splits", "make_splits", "metrics", "parity_figure", "protocol_text", "read_groups", "split_metrics",
+    "structure_types", "summarize", "write_report",
 ]

@@ -22,7 +22,7 @@ import pandas as pd
 from cgcnn import InputError
 from cgcnn.evaluation.report import METRICS
 
-__all__ = ["Split", "make_splits", "make_group_splits", "read_groups", "structure_types", "metrics",
+__all__ = ["Split", "make_splits", "make_group_splits", "protocol_text", "read_groups", "structure_types", "metrics",
            "split_metrics", "summarize"]
 
 
@@ -240,3 +240,17 @@ def summarize(predictions: pd.DataFrame) -> pd.DataFrame:
             table.loc[method, "coverage"] = covered.mean()
             table.loc[method, "width"] = (part["high"] - part["low"]).mean()
     return table
+
+
+def protocol_text(n: int, n_splits: int, *, groups=None, group_name: str = "group", kfold: int | None = None,
+                  splits: int = 9, train_fraction: float = 0.8) -> str:
+    """The protocol of an evaluation of ``n`` crystals in ``n_splits`` splits, in words (``metrics.md``'s header):
+    grouped K-fold (``groups``: one label per crystal), K-fold (``kfold``) or the random splits."""
+    if groups is not None:
+        return (f"grouped {n_splits}-fold cross-validation by {group_name} "
+                f"({len(set(np.asarray(groups).tolist()))} groups; GroupKFold)")
+    if kfold is not None:
+        return f"{kfold}-fold cross-validation (KFold shuffle, random_state 0)"
+    n_train = int(train_fraction * n)
+    return (f"{splits} random splits {n_train}/{n - n_train} (train fraction {train_fraction:g}, "
+            f"seeds 0-{splits - 1}, ParAIsite)")
