@@ -239,7 +239,7 @@ def predict_routes(layer: LastLayer, X: np.ndarray, ids, bte: BTEValues | None, 
     pred = layer.predict(X, level)
     plain = np.array(pred.prediction, dtype=np.float64, copy=True)
     if has.any():
-        stack = layer.bte.get("mode", "descriptor") == "stack"  # format 3 files of 2026-12-04: descriptor
+        stack = layer.bte.get("mode", "descriptor") == "stack"  # files written before the modes: descriptor
         inputs = np.c_[plain[has], values[has]] if stack else bte_columns(X[has], values[has], groups)
         sub = layer.bte["layer"].predict(inputs, level)
         # the stacked model's domain is the plain one's (where the transfer has seen such crystals)
